@@ -1,0 +1,56 @@
+# spatialjoin-operator developer entry points.  Every target works on a fresh
+# machine: the virtualenv and the system packages are installed on demand.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Tests get their own stack state so they never disturb a developer's stack.
+TEST_STATE_DIR ?= /tmp/spatialjoin-test-stack
+PYTEST_ARGS ?=
+
+.PHONY: help install system stack-up stack-down stack-status test unit lint demo clean
+
+help:
+	@echo "make demo | test | unit | lint | stack-up | stack-down | stack-status | clean"
+
+$(BIN)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+install: $(BIN)/.installed
+
+system: install
+	PIP="$(BIN)/python -m pip" bash scripts/install-system.sh
+
+stack-up: system
+	$(BIN)/spatialjoin stack up
+
+stack-down: install
+	$(BIN)/spatialjoin stack down
+
+stack-status: install
+	$(BIN)/spatialjoin stack status
+
+## The whole suite (unit, integration, e2e) against a stack it starts and stops.
+test: system
+	@export SPATIALJOIN_STATE_DIR=$(TEST_STATE_DIR); \
+	$(BIN)/spatialjoin stack up || { $(BIN)/spatialjoin stack down; exit 1; }; \
+	trap '$(BIN)/spatialjoin stack down' EXIT; \
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+## Pure tests only: no services.
+unit: install
+	$(BIN)/pytest -m unit $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+demo: system
+	$(BIN)/spatialjoin stack up
+	$(BIN)/spatialjoin stack status
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

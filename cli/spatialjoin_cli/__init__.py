@@ -1,0 +1,1 @@
+"""spatialjoin_cli."""

@@ -1,0 +1,31 @@
+"""The `spatialjoin` command: operator, worker, local stack and contract tools."""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+
+import typer
+
+from . import stack_cmd
+
+app = typer.Typer(help="spatialjoin-operator: partitioned spatial joins on Kubernetes.",
+                  no_args_is_help=True)
+app.add_typer(stack_cmd.app, name="stack")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"spatialjoin {version('spatialjoin-operator')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    show_version: bool = typer.Option(False, "--version", callback=_print_version,
+                                      is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Partitioned spatial joins, off the request path."""
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""The local stack's components: each installs, starts, checks and stops one real server."""
