@@ -87,7 +87,9 @@ def status() -> list[ComponentStatus]:
         settings = ctx.settings.get(component.name)
         running = settings is not None and _any_pid(ctx, component.name)
         healthy = bool(settings) and _is_healthy(component, ctx, settings or {})
-        detail = ", ".join(f"{k}={v}" for k, v in component.env(settings).items()) if settings else ""
+        detail = ""
+        if settings:
+            detail = ", ".join(f"{k}={v}" for k, v in component.env(settings).items())
         rows.append(ComponentStatus(component.name, running, healthy, detail))
     return rows
 
@@ -107,7 +109,7 @@ def _any_pid(ctx: StackContext, name: str) -> bool:
     if not ctx.run_dir.exists():
         return False
     return any(read_pid(ctx.run_dir, p.stem) for p in ctx.run_dir.glob("*.pid")
-               if p.stem == name or p.stem.startswith(("etcd", "kube-")) and name == "kubernetes")
+               if p.stem == name or (p.stem.startswith(("etcd", "kube-")) and name == "kubernetes"))
 
 
 def _is_healthy(component: Component, ctx: StackContext, settings: dict[str, object]) -> bool:

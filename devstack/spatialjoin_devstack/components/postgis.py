@@ -72,7 +72,8 @@ class PostgisComponent:
             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
         ], ctx.run_dir, user=user)
         admin_url = f"postgresql://{SUPERUSER}:{password}@127.0.0.1:{port}/postgres"
-        wait_for(lambda: _can_connect(admin_url), timeout=60, what="PostgreSQL to accept connections")
+        wait_for(lambda: _can_connect(admin_url), timeout=60,
+                 what="PostgreSQL to accept connections")
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {DATABASE}")
         url = f"postgresql://{SUPERUSER}:{password}@127.0.0.1:{port}/{DATABASE}"

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pyarrow import fs as pafs
+
 from ..procs import free_port, start_process, stop_process
 from ..waiting import wait_for
 from .base import Settings, StackContext
@@ -81,10 +83,7 @@ class SeaweedComponent:
         return self.healthy_fs(_filesystem(settings), settings)
 
     @staticmethod
-    def healthy_fs(fs: object, settings: Settings) -> bool:
-        from pyarrow import fs as pafs
-
-        assert isinstance(fs, pafs.S3FileSystem)
+    def healthy_fs(fs: pafs.S3FileSystem, settings: Settings) -> bool:
         info = fs.get_file_info(settings["bucket"])
         return bool(info.type == pafs.FileType.Directory)
 
@@ -101,9 +100,7 @@ class SeaweedComponent:
         stop_process(ctx.run_dir, self.name, timeout=20)
 
 
-def _filesystem(settings: Settings) -> object:
-    from pyarrow import fs as pafs
-
+def _filesystem(settings: Settings) -> pafs.S3FileSystem:
     return pafs.S3FileSystem(
         access_key=settings["access_key"], secret_key=settings["secret_key"],
         endpoint_override=settings["endpoint"], scheme="http", region="us-east-1",
