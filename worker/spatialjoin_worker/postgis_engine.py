@@ -1,0 +1,99 @@
+"""The postgis engine: the partition's join streamed from a server-side cursor as Arrow batches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import pyarrow as pa
+from psycopg_pool import ConnectionPool
+
+from spatialjoin_contracts.task_message import TaskMessage
+
+from .memory import HeapGuard
+from .query import COLUMNS, JoinQuery, build_invalid_count, build_join
+from .settings import InvalidGeometryPolicy
+
+# PostgreSQL type oids → Arrow types. The file keeps the source's real types so
+# that a drifted source (an int4 id column, say) shows up as a contract deviation
+# instead of being silently coerced.
+_ARROW_TYPES: dict[int, pa.DataType] = {
+    16: pa.bool_(), 17: pa.binary(), 20: pa.int64(), 21: pa.int16(), 23: pa.int32(),
+    25: pa.string(), 700: pa.float32(), 701: pa.float64(), 1043: pa.string(),
+}
+
+
+@dataclass(frozen=True)
+class InvalidGeometries:
+    count: int
+    sample_ids: list[int]
+
+
+@dataclass
+class JoinStream:
+    """The schema is known before the first row, so an empty partition still has one."""
+
+    schema: pa.Schema
+    invalid: InvalidGeometries
+    batches: Iterator[pa.RecordBatch]
+
+
+class PostgisEngine:
+    """Runs the seed's query in a read-only transaction with a statement timeout."""
+
+    def __init__(self, pool: ConnectionPool, *, batch_rows: int, statement_timeout_s: float,
+                 policy: InvalidGeometryPolicy, heap: HeapGuard) -> None:
+        self._pool = pool
+        self._batch_rows = batch_rows
+        self._timeout_ms = int(statement_timeout_s * 1000)
+        self._policy = policy
+        self._heap = heap
+
+    @property
+    def policy(self) -> InvalidGeometryPolicy:
+        return self._policy
+
+    @contextmanager
+    def join(self, task: TaskMessage) -> Iterator[JoinStream]:
+        """The partition's rows; the read-only transaction lives as long as the block."""
+        query = build_join(task.source, task.partition_key, task.bbox, self._policy)
+        with self._pool.connection() as conn, conn.transaction():
+            conn.execute("SET TRANSACTION READ ONLY")
+            conn.execute("SELECT set_config('statement_timeout', %s, true)",
+                         (str(self._timeout_ms),))
+            invalid = self._invalid(conn, build_invalid_count(task.source, task.partition_key,
+                                                              task.bbox))
+            with conn.cursor(name=f"join_{task.partition_key}", binary=True) as cursor:
+                cursor.itersize = self._batch_rows
+                cursor.execute(query.statement, query.params)
+                assert cursor.description is not None
+                schema = pa.schema([
+                    pa.field(name, _ARROW_TYPES.get(col.type_code, pa.string()))
+                    for name, col in zip(COLUMNS, cursor.description, strict=True)])
+                yield JoinStream(schema, invalid, self._batches(cursor, schema))
+
+    def _invalid(self, conn: object, query: JoinQuery) -> InvalidGeometries:
+        from psycopg import Connection
+
+        assert isinstance(conn, Connection)
+        row = conn.execute(query.statement, query.params).fetchone()
+        if row is None:
+            return InvalidGeometries(0, [])
+        return InvalidGeometries(int(row[0]), [int(i) for i in (row[1] or [])])
+
+    def _batches(self, cursor: object, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+        from psycopg import ServerCursor
+
+        assert isinstance(cursor, ServerCursor)
+        while True:
+            rows = cursor.fetchmany(self._batch_rows)
+            if not rows:
+                return
+            columns = list(zip(*rows, strict=True))
+            yield pa.record_batch(
+                [pa.array(values, type=field.type) for values, field in zip(columns, schema,
+                                                                             strict=True)],
+                schema=schema)
+            del rows, columns
+            self._heap.check("streaming join rows")
