@@ -6,7 +6,7 @@ from importlib.metadata import version
 
 import typer
 
-from . import crds_cmd, dataset_cmd, db_cmd, stack_cmd, worker_cmd
+from . import crds_cmd, dataset_cmd, db_cmd, operator_cmd, stack_cmd, worker_cmd
 
 app = typer.Typer(help="spatialjoin-operator: partitioned spatial joins on Kubernetes.",
                   no_args_is_help=True)
@@ -15,6 +15,7 @@ app.add_typer(crds_cmd.app, name="crds")
 app.add_typer(db_cmd.app, name="db")
 app.add_typer(dataset_cmd.app, name="dataset")
 app.command("worker")(worker_cmd.worker)
+app.command("operator")(operator_cmd.operator)
 
 
 def _print_version(value: bool) -> None:

@@ -1,0 +1,8 @@
+"""The kopf operator: every handler module, with the shared setup.
+
+Run it as ``spatialjoin operator`` or ``kopf run -m spatialjoin_operator.main``.
+Each handler module also runs alone (``-m spatialjoin_operator.job_handlers``),
+which the job lifecycle tests use to keep pools from starting workers.
+"""
+
+from . import job_handlers, pool_handlers  # noqa: F401  (importing registers the handlers)
