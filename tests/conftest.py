@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
 from spatialjoin_devstack import stack
 
 
@@ -26,6 +27,11 @@ def stack_env() -> Iterator[dict[str, str]]:
     settings = stack.env()
     previous = {key: os.environ.get(key) for key in settings}
     os.environ.update(settings)
+    # The kubernetes client reads $KUBECONFIG once, when first imported (which
+    # collection already did); kopf's login goes through it, so point it here.
+    from kubernetes.config import kube_config
+
+    kube_config.KUBE_CONFIG_DEFAULT_LOCATION = settings["KUBECONFIG"]
     try:
         yield settings
     finally:

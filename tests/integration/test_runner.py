@@ -198,6 +198,7 @@ def _assert_resolved_like_a_kubelet(name: str, record: dict[str, Any], pod: dict
     assert env["SPATIALJOIN_WORKER_ID"] == env["HOSTNAME"] == name
     assert set(env) == {  # the pod's env, the runner's additions, the "image" env: no leaks
         "OUT_DIR", "POD_NAME", "DB_PASSWORD", "GREETING", "SPATIALJOIN_METRICS_PORT",
+        "SPATIALJOIN_METRICS_ADDR",
         "SPATIALJOIN_WORKER_ID", "HOSTNAME", "PATH", "HOME", "LANG", "PYTHONUNBUFFERED"}
     local_ports = json.loads(pod["metadata"]["annotations"][PORTS_ANNOTATION])
     assert local_ports == {"metrics": int(env["SPATIALJOIN_METRICS_PORT"])}
