@@ -24,6 +24,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient
+
 from spatialjoin_devstack import procs
 from spatialjoin_devstack.components.base import Settings, StackContext
 from spatialjoin_devstack.components.kafka import KafkaMockComponent

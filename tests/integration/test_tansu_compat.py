@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+
 from spatialjoin_devstack.components.base import Settings, StackContext
 from spatialjoin_devstack.components.tansu import TansuComponent, create_topics
 from spatialjoin_devstack.waiting import wait_for

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from spatialjoin_devstack.kafka_control import (
     ApiKey,
     ErrorCode,

@@ -14,12 +14,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_stdlib_operator_and_our_operator_package_import_side_by_side() -> None:
+    ours = str(REPO / "operator")
     script = (
         "import operator, spatialjoin_operator\n"
         "assert operator.itemgetter(1)([0, 7]) == 7\n"
         "assert 'site-packages' not in operator.__file__ and 'lib/python' in operator.__file__\n"
-        "assert spatialjoin_operator.__file__.startswith(%r)\n"
-        "print(operator.__file__)\n" % str(REPO / "operator")
+        f"assert spatialjoin_operator.__file__.startswith({ours!r})\n"
+        "print(operator.__file__)\n"
     )
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
                             text=True, check=False)
