@@ -19,9 +19,8 @@ from .settings import InvalidGeometryPolicy
 
 METERS_PER_DEGREE = 111_320.0
 
-# Result columns, in order, of every join query.
-COLUMNS = ("domain_id", "feature_id", "geometry", "xmin", "ymin", "xmax", "ymax",
-           "domain_geometry_valid")
+# Columns of the join query: one row per polygon with its matches packed in order.
+COLUMNS = ("domain_id", "domain_geometry_valid", "feature_id_type", "feature_ids", "geometries")
 
 
 @dataclass(frozen=True)
@@ -62,31 +61,39 @@ def build_join(source: JoinSource, partition_key: str, bbox: BBox,
         match = sql.SQL("ST_DWithin(a.geom, b.{fgeom}, %s) AND "
                         "ST_DWithin(a.geom::geography, b.{fgeom}::geography, %s)").format(**fields)
         params += [degrees_for(distance, bbox), distance]
-        geometry = sql.SQL("b.{fgeom}").format(**fields)
+        geometry = sql.SQL("b.{fgeom}").format(**fields)  # the matched point itself
     else:
         match = sql.SQL("ST_Intersects(a.geom, b.{fgeom})").format(**fields)
         geometry = sql.SQL(
             "CASE WHEN GeometryType(b.{fgeom}) = 'POINT' THEN b.{fgeom} "
             "ELSE ST_Intersection(a.geom, b.{fgeom}) END").format(**fields)
+    # One row per polygon, not per match: the matches' ids travel as packed
+    # big-endian int8 and their geometries as one collection WKB, both ordered
+    # by feature id. PostgreSQL then formats a few thousand rows instead of
+    # millions, and the worker unpacks them with numpy (see groups.py). The
+    # LATERAL aggregate sorts each polygon's matches in memory; grouping the
+    # whole join instead made the planner sort every match (and its polygon)
+    # on disk.
     statement = sql.SQL("""
         WITH a AS MATERIALIZED (
-            SELECT p.{pid} AS id, ST_IsValid(p.{pgeom}) AS valid,
-                   CASE WHEN ST_IsValid(p.{pgeom}) THEN p.{pgeom}
-                        ELSE ST_MakeValid(p.{pgeom}) END AS geom
-            FROM {poly_table} AS p
-            WHERE p.{ppart} = %s
-              AND p.{pgeom} && ST_MakeEnvelope(%s, %s, %s, %s, 4326)
-              AND p.{pgeom} IS NOT NULL AND NOT ST_IsEmpty(p.{pgeom})
-              AND {keep_invalid}
-        ), j AS (
-            SELECT a.id AS domain_id, b.{fid} AS feature_id, a.valid, {geometry} AS g
-            FROM a JOIN {pt_table} AS b ON {match}
-            WHERE b.{fgeom} IS NOT NULL
+            SELECT id, valid, CASE WHEN valid THEN geom ELSE ST_MakeValid(geom) END AS geom
+            FROM (SELECT p.{pid} AS id, p.{pgeom} AS geom, ST_IsValid(p.{pgeom}) AS valid
+                  FROM {poly_table} AS p
+                  WHERE p.{ppart} = %s
+                    AND p.{pgeom} && ST_MakeEnvelope(%s, %s, %s, %s, 4326)
+                    AND p.{pgeom} IS NOT NULL AND NOT ST_IsEmpty(p.{pgeom})
+                    AND {keep_invalid}) AS source
         )
-        SELECT domain_id, feature_id, ST_AsBinary(g), ST_XMin(g), ST_YMin(g), ST_XMax(g),
-               ST_YMax(g), valid
-        FROM j
-        ORDER BY domain_id, feature_id
+        SELECT a.id, a.valid, m.first_id, m.ids, m.geometries
+        FROM a CROSS JOIN LATERAL (
+            SELECT min(b.{fid}) AS first_id,
+                   string_agg(int8send(b.{fid}::int8), ''::bytea ORDER BY b.{fid}) AS ids,
+                   ST_AsBinary(ST_Collect({geometry} ORDER BY b.{fid})) AS geometries
+            FROM {pt_table} AS b
+            WHERE {match} AND b.{fgeom} IS NOT NULL
+        ) AS m
+        WHERE m.ids IS NOT NULL
+        ORDER BY a.id
     """).format(keep_invalid=keep_invalid, geometry=geometry, match=match, **fields)
     return JoinQuery(statement, tuple(params))
 

@@ -75,6 +75,7 @@ def bare_partition_queries(database_url: str, tasks: list[TaskMessage],
                                InvalidGeometryPolicy.MAKE_VALID)
             started = time.perf_counter()
             with conn.transaction(), conn.cursor(name="bare", binary=True) as cur:
+                conn.execute("SET LOCAL jit = off")  # as the worker runs it
                 cur.execute(query.statement, query.params)
                 while cur.fetchmany(batch_rows):
                     pass

@@ -31,7 +31,7 @@ def test_identifiers_are_quoted_and_values_bound() -> None:
     assert '"parcel_id"' in text and '"events"' in text
     assert query.params == ("p01", -10.0, 40.0, -5.0, 45.0)
     assert "p01" not in text and "-10" not in text
-    assert "ORDER BY domain_id, feature_id" in text
+    assert "ORDER BY a.id" in text and "ORDER BY b.\"id\"" in text
 
 
 @pytest.mark.parametrize(
