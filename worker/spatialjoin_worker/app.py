@@ -15,7 +15,7 @@ from .consumer import WorkerLoop
 from .dead_letter import DeadLetters
 from .logs import configure, get_logger
 from .materialize import Materializer
-from .memory import HeapGuard
+from .memory import HeapGuard, tune_allocators
 from .metrics import WorkerMetrics
 from .postgis_engine import PostgisEngine
 from .records import TaskRecords
@@ -80,6 +80,7 @@ def build(settings: WorkerSettings, stop: threading.Event,
 def run(settings: WorkerSettings) -> None:
     """The `spatialjoin worker` process: metrics, signals, the loop."""
     configure(settings.log_level)
+    tune_allocators()
     log = get_logger("spatialjoin.worker")
     stop = threading.Event()
 

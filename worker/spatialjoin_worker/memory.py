@@ -53,3 +53,28 @@ class HeapGuard:
                 f"maxHeapMb {self.cap_bytes / 2**20:.0f} MiB; lower the batch size or the "
                 f"concurrency, or raise maxHeapMb")
         return rss
+
+
+M_ARENA_MAX = -8  # glibc mallopt parameter
+
+
+def tune_allocators(arenas: int = 2) -> None:
+    """Keep resident memory proportional to live data, which is what the heap cap measures.
+
+    glibc gives each of the task threads its own malloc arena and keeps what
+    they free; pyarrow's default pool (mimalloc/jemalloc) retains freed pages
+    too. Measured on the ref dataset at concurrency 8: peak RSS 404 MB with the
+    defaults, 287 MB with the system pool and two arenas, at the same speed.
+    Call before the task threads start.
+    """
+    import ctypes
+    import ctypes.util
+
+    import pyarrow as pa
+
+    pa.set_memory_pool(pa.system_memory_pool())
+    libc_name = ctypes.util.find_library("c")
+    if libc_name:
+        libc = ctypes.CDLL(libc_name)
+        if hasattr(libc, "mallopt"):
+            libc.mallopt(M_ARENA_MAX, arenas)

@@ -97,7 +97,9 @@ class BenchWorld:
             "SPATIALJOIN_CONSUMER_GROUP": group, "SPATIALJOIN_DATABASE_URL": self.database_url,
             "SPATIALJOIN_S3_ENDPOINT": s3["endpoint"], "AWS_ACCESS_KEY_ID": s3["access_key"],
             "AWS_SECRET_ACCESS_KEY": s3["secret_key"], "SPATIALJOIN_LOG_LEVEL": "INFO",
-            "SPATIALJOIN_METRICS_PORT": str(free_port()), **extra}
+            "SPATIALJOIN_METRICS_PORT": str(free_port()),
+            # As the WorkerPool's Deployment sets them (see worker memory.tune_allocators).
+            "MALLOC_ARENA_MAX": "2", "ARROW_DEFAULT_MEMORY_POOL": "system", **extra}
 
     def tasks(self, **job: Any) -> list[TaskMessage]:
         raw = samples.job_spec(output={"uriPrefix": self.prefix, **job.pop("output", {})})
