@@ -69,3 +69,24 @@ def generate(
             changed = path in stale
             path.write_text(text)
             typer.echo(f"{'wrote' if changed else 'unchanged'} {path}")
+
+
+@app.command()
+def docs(
+    out: Annotated[Path | None, typer.Option("--out", help="File to write.")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Exit 1 if the file is stale.")] = False,
+) -> None:
+    """Render the Markdown field reference of both CRDs (docs/crd-reference.md)."""
+    from spatialjoin_contracts.crd_reference import render_reference
+
+    path = out or repo_root() / "docs" / "crd-reference.md"
+    text = render_reference()
+    if check:
+        if not path.is_file() or path.read_text() != text:
+            typer.echo(f"out of date: {path}; run `spatialjoin crds docs`", err=True)
+            raise typer.Exit(1)
+        typer.echo("CRD reference is up to date")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    typer.echo(f"wrote {path}")
