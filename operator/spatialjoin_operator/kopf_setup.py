@@ -24,6 +24,11 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger | logging.
     settings.persistence.finalizer = "spatialjoin.io/finalizer"
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 60
+    # A job's timer deletes its own job when its TTL runs out, so the timer is
+    # still running when the deletion arrives; by default kopf re-checks it only
+    # after 60 s, holding the finalizer that long.
+    settings.background.instant_exit_timeout = 5.0
+    settings.background.cancellation_polling = 5.0
     settings.networking.request_timeout = 30
     operator_settings = load()
     if operator_settings.metrics_port:
