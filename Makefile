@@ -48,9 +48,9 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+## The main job: stack, data, chart, operator, pool, a 12-partition job to Succeeded.
 demo: system
-	$(BIN)/spatialjoin stack up
-	$(BIN)/spatialjoin stack status
+	$(BIN)/spatialjoin demo
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

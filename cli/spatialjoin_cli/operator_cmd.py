@@ -30,4 +30,5 @@ def operator(
     clusterwide = all_namespaces or not namespace
     asyncio.run(kopf.operator(
         clusterwide=clusterwide, namespaces=[] if clusterwide else namespace,
-        standalone=standalone, peering_name=peering, liveness_endpoint=liveness))
+        standalone=standalone, peering_name=None if standalone else peering,
+        liveness_endpoint=liveness))
