@@ -6,7 +6,16 @@ from importlib.metadata import version
 
 import typer
 
-from . import bench_worker_cmd, crds_cmd, dataset_cmd, db_cmd, operator_cmd, stack_cmd, worker_cmd
+from . import (
+    bench_worker_cmd,
+    crds_cmd,
+    dataset_cmd,
+    db_cmd,
+    demo_cmd,
+    operator_cmd,
+    stack_cmd,
+    worker_cmd,
+)
 
 app = typer.Typer(help="spatialjoin-operator: partitioned spatial joins on Kubernetes.",
                   no_args_is_help=True)
@@ -16,6 +25,7 @@ app.add_typer(db_cmd.app, name="db")
 app.add_typer(dataset_cmd.app, name="dataset")
 app.command("worker")(worker_cmd.worker)
 app.command("operator")(operator_cmd.operator)
+app.command("demo")(demo_cmd.demo)
 
 bench = typer.Typer(help="Benchmarks that print figures (not tests).", no_args_is_help=True)
 bench.command("worker")(bench_worker_cmd.worker)
