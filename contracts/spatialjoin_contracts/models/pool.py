@@ -26,9 +26,12 @@ ESCALATION_HISTORY_LIMIT: Final = 20
 
 
 class Engine(StrEnum):
-    """The database engine that executes the join."""
+    """Where the join runs."""
 
     POSTGIS = "postgis"
+    """In PostGIS: the seed's query, streamed from a server-side cursor (the default)."""
+    VECTORIZED = "vectorized"
+    """In the worker: inputs streamed out of PostGIS, joined with shapely/numpy."""
 
 
 class Acks(StrEnum):
@@ -175,7 +178,7 @@ class WorkerPoolSpec(CamelModel):
     max_heap_mb: int = Field(default=4096, ge=256, le=262_144)
     """Memory cap of a worker in MiB; concurrency never grows past what it allows."""
     engine: Engine = Engine.POSTGIS
-    """Join engine."""
+    """Join engine: postgis (the default, the join runs in the database) or vectorized."""
     broker: BrokerSpec
     """Kafka task topic, producer settings and dead-letter topic."""
     database: DatabaseSpec
