@@ -7,12 +7,15 @@ from importlib.metadata import version
 import typer
 
 from . import (
+    bench_api_cmd,
     bench_worker_cmd,
     crds_cmd,
     dataset_cmd,
     db_cmd,
     demo_cmd,
+    diagnose_cmd,
     operator_cmd,
+    restore_cmd,
     stack_cmd,
     worker_cmd,
 )
@@ -26,9 +29,12 @@ app.add_typer(dataset_cmd.app, name="dataset")
 app.command("worker")(worker_cmd.worker)
 app.command("operator")(operator_cmd.operator)
 app.command("demo")(demo_cmd.demo)
+app.command("diagnose")(diagnose_cmd.diagnose)
+app.command("restore")(restore_cmd.restore)
 
 bench = typer.Typer(help="Benchmarks that print figures (not tests).", no_args_is_help=True)
 bench.command("worker")(bench_worker_cmd.worker)
+bench.command("api")(bench_api_cmd.api)
 app.add_typer(bench, name="bench")
 
 

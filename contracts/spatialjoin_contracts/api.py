@@ -18,3 +18,8 @@ POOL_KIND: Final = "WorkerPool"
 POOL_PLURAL: Final = "workerpools"
 POOL_SINGULAR: Final = "workerpool"
 POOL_SHORT_NAMES: Final = ("wp", "wpool")
+
+# Set on a WorkerPool by `spatialjoin restore` while it rebuilds the results
+# table (any non-empty value): the pool scales its workers to zero and no job
+# of the pool queues or re-publishes anything until the annotation is gone.
+PAUSED_FOR_RESTORE_ANNOTATION: Final = "spatialjoin.io/paused-for-restore"

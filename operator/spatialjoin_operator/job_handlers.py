@@ -28,6 +28,7 @@ from kubernetes.client.exceptions import ApiException
 from spatialjoin_contracts import api
 from spatialjoin_contracts.models import SpatialJoinJobSpec
 from spatialjoin_contracts.models.job import JobPhase
+from spatialjoin_contracts.models.pool import WorkerPoolSpec
 from spatialjoin_contracts.task_message import JobIdentity, TaskMessage
 from spatialjoin_contracts.task_plan import plan_tasks
 from spatialjoin_contracts.validation import check_job_spec, validate_job
@@ -35,6 +36,7 @@ from spatialjoin_contracts.validation import check_job_spec, validate_job
 from . import job_observe, job_policy, job_publish
 from . import kopf_setup as _kopf_setup  # noqa: F401  (shared startup settings)
 from .connections import CONNECTIONS, SecretMissing
+from .diagnose import background as diagnosis
 from .job_metrics import JOB_METRICS
 from .job_policy import Blocked, Blocker, JobEvent, JobFacts, Observation
 from .settings import load
@@ -93,12 +95,13 @@ def _reconcile(body: kopf.Body, meta: kopf.Meta, spec: kopf.Spec, status: kopf.S
         effective = effective.model_copy(update={"trace_id": None if trace_id == uid
                                                  else trace_id})
     driven, pool_contract = _Driven(queued=queued_spec is not None), None
+    pool_spec: WorkerPoolSpec | None = None
     if effective is not None and trace_id is not None:
         pool = job_observe.resolve_pool(meta["namespace"], effective.worker_pool_ref.name)
         if isinstance(pool, Blocked):
             driven.blocked = pool
         else:
-            pool_contract = pool.active_contract
+            pool_contract, pool_spec = pool.active_contract, pool.spec
             if queued_spec is None and current is not None:
                 errors = validate_job(current, pool.spec)
             if not errors or queued_spec is not None:
@@ -114,8 +117,18 @@ def _reconcile(body: kopf.Body, meta: kopf.Meta, spec: kopf.Spec, status: kopf.S
         partitions=driven.partitions, queued=driven.queued, blocked=driven.blocked,
         observation=driven.observation, pool_contract=pool_contract)
     assessment = job_policy.assess(facts, previous, now)
-    _write_status(patch, previous, assessment.status)
+    status_out = dict(assessment.status)
+    recorded = diagnosis.condition_from_annotation(meta.annotations)
+    if recorded is not None:  # re-asserted each tick: the background writer may lose a race
+        status_out["conditions"] = diagnosis.with_condition(
+            status_out.get("conditions") or [], recorded[0], recorded[1], generation, now)
+    _write_status(patch, previous, status_out)
     _post(body, logger, [*driven.events, *assessment.events])
+    if (effective is not None and trace_id is not None and pool_spec is not None
+            and diagnosis.needs_diagnosis(meta.annotations, assessment.status, now)):
+        diagnosis.diagnose_in_background(
+            namespace=str(meta["namespace"]), name=str(meta["name"]), uid=uid,
+            trace_id=trace_id, job=effective, pool=pool_spec, generation=generation)
     JOB_METRICS.job_phase(uid, assessment.phase)
     if assessment.sla_breached_now:
         JOB_METRICS.sla_breaches.inc()

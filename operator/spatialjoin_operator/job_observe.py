@@ -83,6 +83,11 @@ def resolve_pool(namespace: str, name: str) -> PoolContext | Blocked:
     if spec is None or errors:
         return Blocked(Blocker.WORKER_POOL_INVALID, f"WorkerPool {name!r} is invalid: "
                        + "; ".join(e.message for e in errors))
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    if annotations.get(api.PAUSED_FOR_RESTORE_ANNOTATION):
+        return Blocked(Blocker.POOL_PAUSED_FOR_RESTORE,
+                       f"WorkerPool {name!r} is paused while its results are restored "
+                       f"({annotations[api.PAUSED_FOR_RESTORE_ANNOTATION]}); waiting")
     contract = (obj.get("status") or {}).get("activeContract")
     return PoolContext(spec, ContractVersion(contract) if contract else None)
 

@@ -132,6 +132,7 @@ class Blocker(StrEnum):
     WORKER_POOL_INVALID = "WorkerPoolInvalid"
     SECRET_MISSING = "SecretMissing"
     BACKEND_UNAVAILABLE = "BackendUnavailable"
+    POOL_PAUSED_FOR_RESTORE = "PoolPausedForRestore"
 
 
 @dataclass(frozen=True)

@@ -5,4 +5,5 @@ Each handler module also runs alone (``-m spatialjoin_operator.job_handlers``),
 which the job lifecycle tests use to keep pools from starting workers.
 """
 
-from . import job_handlers, pool_handlers  # noqa: F401  (importing registers the handlers)
+# Importing registers the handlers (the submission API starts only when enabled).
+from . import job_handlers, pool_handlers, submission_api  # noqa: F401
