@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TEST_STATE_DIR ?= /tmp/spatialjoin-test-stack
 PYTEST_ARGS ?=
 
-.PHONY: help install system stack-up stack-down stack-status test unit lint demo clean
+.PHONY: help install system stack-up stack-down stack-status test unit lint demo clean image image-lock chart-test
 
 help:
 	@echo "make demo | test | unit | lint | stack-up | stack-down | stack-status | clean"
@@ -51,6 +51,21 @@ lint: install
 ## The main job: stack, data, chart, operator, pool, a 12-partition job to Succeeded.
 demo: system
 	$(BIN)/spatialjoin demo
+
+## The image (Debian's buildah, vfs, chroot isolation; the debootstrap base is cached).
+image:
+	bash scripts/build-image.sh
+
+## Regenerate requirements/image.txt from pyproject, preferring the dev venv's versions.
+image-lock: install
+	PYTHON=$(BIN)/python bash scripts/build-image.sh lock
+
+## The chart alone: lint/template/validate, then install/upgrade/uninstall + RBAC on a stack.
+chart-test: system
+	@export SPATIALJOIN_STATE_DIR=$(TEST_STATE_DIR); \
+	$(BIN)/spatialjoin stack up || { $(BIN)/spatialjoin stack down; exit 1; }; \
+	trap '$(BIN)/spatialjoin stack down' EXIT; \
+	$(BIN)/pytest tests/chart $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
