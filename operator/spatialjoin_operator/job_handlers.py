@@ -37,8 +37,8 @@ from . import job_observe, job_policy, job_publish
 from . import kopf_setup as _kopf_setup  # noqa: F401  (shared startup settings)
 from .connections import CONNECTIONS, SecretMissing
 from .diagnose import background as diagnosis
+from .job_facts import Blocked, Blocker, JobEvent, JobFacts, Observation
 from .job_metrics import JOB_METRICS
-from .job_policy import Blocked, Blocker, JobEvent, JobFacts, Observation
 from .settings import load
 
 SETTINGS = load()

@@ -23,7 +23,7 @@ from spatialjoin_contracts.models.pool import SecretKeySelector
 from spatialjoin_contracts.validation import check_pool_spec
 
 from .connections import read_secret_key
-from .job_policy import Blocked, Blocker, Observation, PartitionRow, ResultRow
+from .job_facts import Blocked, Blocker, Observation, PartitionRow, ResultRow
 
 DB_TIMEOUT_S: Final = 10.0
 KUBE_TIMEOUT_S: Final = 10

@@ -16,15 +16,15 @@ from spatialjoin_contracts.models import Severity, SpatialJoinJobSpec
 from spatialjoin_contracts.models.job import JobPhase, RetrySpec, SlaState
 from spatialjoin_contracts.validation import FieldError
 from spatialjoin_operator import job_policy as policy
-from spatialjoin_operator.job_policy import (
+from spatialjoin_operator.job_facts import (
     Blocked,
     Blocker,
     JobFacts,
     Observation,
     PartitionRow,
-    RepublishReason,
     ResultRow,
 )
+from spatialjoin_operator.job_policy import RepublishReason
 
 pytestmark = pytest.mark.unit
 
