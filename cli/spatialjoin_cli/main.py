@@ -8,6 +8,7 @@ import typer
 
 from . import (
     bench_api_cmd,
+    bench_cmd,
     bench_worker_cmd,
     crds_cmd,
     dataset_cmd,
@@ -35,6 +36,7 @@ app.command("restore")(restore_cmd.restore)
 bench = typer.Typer(help="Benchmarks that print figures (not tests).", no_args_is_help=True)
 bench.command("worker")(bench_worker_cmd.worker)
 bench.command("api")(bench_api_cmd.api)
+bench.command("scaling")(bench_cmd.scaling)
 app.add_typer(bench, name="bench")
 
 
