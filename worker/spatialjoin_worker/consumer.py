@@ -222,9 +222,11 @@ class WorkerLoop:
     # -- rebalance and shutdown ------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """New partitions follow the current backpressure state either way: librdkafka
+        keeps a partition's pause flag across a rebalance, so a partition paused
+        before it was revoked would otherwise stay paused forever here."""
         log.info("partitions assigned", partitions=[p.partition for p in partitions])
-        if self._paused:
-            consumer.pause(partitions)
+        (consumer.pause if self._paused else consumer.resume)(partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Finish (bounded) what runs on the revoked partitions, commit it, then let go."""
