@@ -120,6 +120,15 @@ MIGRATIONS: Final = (
             "'Exactly one materialized result per (trace_id, partition_key).'",
         ),
     ),
+    Migration(
+        # The pool's sliding window (latency percentiles, failures) reads recently
+        # finished rows; without this it scanned the whole table every 10 s.
+        id="0002_finished_at_index",
+        statements=(
+            f"CREATE INDEX IF NOT EXISTS {JOBS_TABLE}_finished_at_idx"
+            f" ON {JOBS_TABLE} (finished_at) WHERE finished_at IS NOT NULL",
+        ),
+    ),
 )
 
 _CREATE_MIGRATIONS_TABLE = f"""

@@ -21,6 +21,7 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
+from spatialjoin_contracts import api
 from spatialjoin_contracts.models import ContractVersion, WorkerPoolSpec
 from spatialjoin_contracts.validation import check_pool_spec
 
@@ -99,8 +100,12 @@ def _round(namespace: str, name: str, settings: OperatorSettings, memory: _PoolM
                       escalations=status.get("escalations") or [],
                       annotations=body["metadata"].get("annotations") or {})
     decision = decide(spec, observation.signals(), history, now, generation)
+    deployed = decision.effective
+    restoring = history.annotations.get(api.PAUSED_FOR_RESTORE_ANNOTATION)
+    if restoring:
+        decision, deployed = paused_for_restore(decision, restoring, generation, now)
     records = escalation.records_for(decision.actions, namespace=namespace, pool=name, now=now)
-    applied = pool_act.apply_children(body, spec, decision.effective, live,
+    applied = pool_act.apply_children(body, spec, deployed, live,
                                       image=settings.worker_image,
                                       query=children.QuerySettings(log_level=settings.log_level))
     observation = replace(observation, deployment=deployment_reading(applied))
@@ -116,6 +121,18 @@ def _round(namespace: str, name: str, settings: OperatorSettings, memory: _PoolM
         log.info("escalation %s %s %s: %s", record.incident_id, record.severity.value,
                  record.action.value, record.detail)
     _export_metrics(namespace, name, observation, decision)
+
+
+def paused_for_restore(decision: Decision, note: str, generation: int | None,
+                       now: datetime) -> tuple[Decision, Effective]:
+    """While `spatialjoin restore` rebuilds the results table: no workers, no actions."""
+    conditions = set_condition(
+        decision.conditions, type_="ScalingPaused", status="True", reason="PausedForRestore",
+        message=f"annotation {api.PAUSED_FOR_RESTORE_ANNOTATION} ({note}): workers scaled to "
+                "0 and no escalation acts until the restore finishes",
+        generation=generation, now=now)
+    return (replace(decision, actions=(), conditions=conditions),
+            replace(decision.effective, replicas=0))
 
 
 def observe(spec: WorkerPoolSpec, namespace: str, name: str, live: Mapping[str, Any] | None,

@@ -37,6 +37,7 @@ def test_migrate_runs_twice_without_error(db_schema: tuple[str, str]) -> None:
     first = runner.invoke(cli, ["db", "migrate"], env={"SPATIALJOIN_DATABASE_URL": url})
     assert first.exit_code == 0, first.output
     assert "applied: 0001_jobs_and_results" in first.output
+    assert "0002_finished_at_index" in first.output
     second = runner.invoke(cli, ["db", "migrate"], env={"SPATIALJOIN_DATABASE_URL": url})
     assert second.exit_code == 0, second.output
     assert "up to date" in second.output
@@ -90,7 +91,7 @@ def test_concurrent_migrations_serialize(db_schema: tuple[str, str]) -> None:
     for thread in threads:
         thread.join(timeout=60)
     assert errors == []
-    assert sorted(applied) == [[], [], [], ["0001_jobs_and_results"]]
+    assert sorted(applied) == [[], [], [], ["0001_jobs_and_results", "0002_finished_at_index"]]
 
 
 def test_tables_enforce_the_exactly_once_contract(db_schema: tuple[str, str]) -> None:

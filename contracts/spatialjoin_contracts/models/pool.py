@@ -212,6 +212,14 @@ class PoolConditionType(StrEnum):
     PROGRESSING = "Progressing"
     DEGRADED = "Degraded"
     ESCALATED = "Escalated"
+    METRICS_UNAVAILABLE = "MetricsUnavailable"
+    HEAP_INSUFFICIENT = "HeapInsufficient"
+    SCALING_PAUSED = "ScalingPaused"
+    LATENCY_ABOVE_THRESHOLD = "LatencyAboveThreshold"
+    LAG_ABOVE_THRESHOLD = "LagAboveThreshold"
+    MATERIALIZATION_FAILING = "MaterializationFailing"
+    REBALANCED = "Rebalanced"
+    GEOMETRY_VALIDATION = "GeometryValidation"
 
 
 class EscalationTrigger(StrEnum):
@@ -281,8 +289,77 @@ class LatencyStatus(CamelModel):
     """Median task latency."""
     p95_seconds: float = Field(ge=0)
     """95th percentile task latency."""
+    oldest_processing_seconds: float | None = Field(default=None, ge=0)
+    """Age of the oldest task still processing."""
+    processing: int | None = Field(default=None, ge=0)
+    """Tasks processing now."""
+    finished: int | None = Field(default=None, ge=0)
+    """Tasks finished in the window the percentiles cover."""
     observed_time: datetime | None = None
     """When the latency was read."""
+
+
+class HealthStatus(CamelModel):
+    """Materialization health of the pool's workers in the sliding window."""
+
+    window_seconds: float = Field(ge=0)
+    """Length of the window."""
+    failures: int = Field(ge=0)
+    """Tasks that failed for good."""
+    dead_lettered: int = Field(ge=0)
+    """Tasks sent to the dead-letter topic."""
+    materialization_failures: int = Field(ge=0)
+    """Results that failed to materialize."""
+    schema_deviations: int = Field(ge=0)
+    """Results that deviated from their contract."""
+    observed_time: datetime | None = None
+    """When health was read."""
+
+
+class WorkerAssignment(CamelModel):
+    """One worker's share of the lag-weighted rebalance plan."""
+
+    worker: int = Field(ge=0)
+    """Worker index in the plan."""
+    partitions: list[PartitionName] = Field(default_factory=list, max_length=1024)
+    """Partitions this worker should take."""
+    lag: int = Field(ge=0)
+    """Their summed lag."""
+
+
+class GeometryValidationState(StrEnum):
+    """Progress of the P1 geometry validation."""
+
+    RUNNING = "Running"
+    DONE = "Done"
+    FAILED = "Failed"
+
+
+class PartitionInvalidCount(CamelModel):
+    """Invalid source geometries in one partition."""
+
+    name: PartitionName
+    """Partition name."""
+    invalid: int = Field(ge=0)
+    """Invalid polygons found."""
+
+
+class GeometryValidationStatus(CamelModel):
+    """The source geometry validation P1 starts."""
+
+    state: GeometryValidationState
+    """Running, Done or Failed."""
+    started_time: datetime
+    """When it started."""
+    observed_time: datetime | None = None
+    """When it last reported."""
+    total: int = Field(ge=0)
+    """Invalid polygons over all partitions."""
+    partitions: list[PartitionInvalidCount] = Field(
+        default_factory=list, max_length=1024,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    """Invalid polygons per partition."""
 
 
 class WorkerPoolStatus(CamelModel):
@@ -294,6 +371,8 @@ class WorkerPoolStatus(CamelModel):
     """Worker pods that exist (scale subresource)."""
     ready_replicas: int | None = Field(default=None, ge=0)
     """Worker pods that are ready."""
+    desired_replicas: int | None = Field(default=None, ge=0)
+    """Replicas the operator asks of the Deployment (within spec.replicas min..max)."""
     selector: str | None = None
     """Label selector of the worker pods (scale subresource)."""
     effective_concurrency: int | None = Field(default=None, ge=1)
@@ -304,6 +383,12 @@ class WorkerPoolStatus(CamelModel):
     """Consumer lag, total and per partition."""
     latency: LatencyStatus | None = None
     """Task latency percentiles."""
+    health: HealthStatus | None = None
+    """Materialization health in the window."""
+    assignment_plan: list[WorkerAssignment] = Field(default_factory=list, max_length=1024)
+    """Lag-weighted plan: which partitions should not share a worker (advice under P2)."""
+    geometry_validation: GeometryValidationStatus | None = None
+    """Source geometry validation started by P1."""
     severity: Severity | None = None
     """Most severe open incident; absent when none."""
     escalations: list[Escalation] = Field(default_factory=list, max_length=ESCALATION_HISTORY_LIMIT)
