@@ -13,11 +13,11 @@ from pyarrow import fs
 from .backoff import RetryPolicy
 from .consumer import WorkerLoop
 from .dead_letter import DeadLetters
+from .engine import build_engine
 from .logs import configure, get_logger
 from .materialize import Materializer
 from .memory import HeapGuard, tune_allocators
 from .metrics import WorkerMetrics
-from .postgis_engine import PostgisEngine
 from .records import TaskRecords
 from .settings import WorkerSettings
 from .task import TaskProcessor
@@ -46,6 +46,9 @@ def kafka_config(settings: WorkerSettings) -> dict[str, Any]:
 def consumer_config(settings: WorkerSettings) -> dict[str, Any]:
     return {**kafka_config(settings), "group.id": settings.consumer_group,
             "auto.offset.reset": "earliest",
+            # A task is seconds of work; waiting up to the default 500 ms for a
+            # fuller fetch only delayed each pickup (0.56 s measured).
+            "fetch.wait.max.ms": 50,
             "max.poll.interval.ms": int(max(300.0, settings.statement_timeout_s * 2) * 1000),
             "session.timeout.ms": 10_000, "heartbeat.interval.ms": 1_000,
             "partition.assignment.strategy": "range,roundrobin"}
@@ -59,9 +62,7 @@ def build(settings: WorkerSettings, stop: threading.Event,
     db = ConnectionPool(settings.database_url.get_secret_value(), min_size=1,
                         max_size=settings.concurrency + 2, open=True,
                         kwargs={"application_name": f"spatialjoin-worker-{settings.worker_id}"})
-    engine = PostgisEngine(db, batch_rows=settings.batch_rows,
-                           statement_timeout_s=settings.statement_timeout_s,
-                           policy=settings.invalid_geometry_policy, heap=heap)
+    engine = build_engine(settings, db, heap, metrics)
     processor = TaskProcessor(
         records=TaskRecords(db), engine=engine,
         materializer=Materializer(s3_filesystem(settings), row_group_rows=settings.row_group_rows,

@@ -11,6 +11,7 @@ through shapely.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Final
 
 import numpy as np
 import pyarrow as pa
@@ -26,6 +27,29 @@ class MalformedGroup(ValueError):
 
 
 Row = tuple[int, bool, int, bytes, bytes]
+
+MATCHES_PER_POLYGON: Final = 40
+"""About how many points a polygon matches on the sample data: a batch of
+``batch_rows`` matches is fetched as ``batch_rows // MATCHES_PER_POLYGON``
+polygons. Both engines cut batches (Parquet row groups) the same way, so they
+write byte-identical files."""
+
+
+def polygons_per_batch(batch_rows: int) -> int:
+    return max(1, batch_rows // MATCHES_PER_POLYGON)
+
+
+def arrow_type(oid: int) -> pa.DataType:
+    """The Arrow type of a PostgreSQL column, by type oid. The file keeps the
+    source's real types so that a drifted source (an int4 id column, say) shows up
+    as a contract deviation instead of being silently coerced."""
+    return _ARROW_TYPES.get(oid, pa.string())
+
+
+_ARROW_TYPES: Final[dict[int, pa.DataType]] = {
+    16: pa.bool_(), 17: pa.binary(), 20: pa.int64(), 21: pa.int16(), 23: pa.int32(),
+    25: pa.string(), 700: pa.float32(), 701: pa.float64(), 1043: pa.string(),
+}
 
 
 def _is_ndr_multipoint(wkb: bytes) -> bool:

@@ -11,22 +11,10 @@ from psycopg_pool import ConnectionPool
 
 from spatialjoin_contracts.task_message import TaskMessage
 
-from .groups import raw_schema, unpack
+from .groups import arrow_type, polygons_per_batch, raw_schema, unpack
 from .memory import HeapGuard
 from .query import COLUMNS, JoinQuery, build_invalid_count, build_join
 from .settings import InvalidGeometryPolicy
-
-# PostgreSQL type oids → Arrow types. The file keeps the source's real types so
-# that a drifted source (an int4 id column, say) shows up as a contract deviation
-# instead of being silently coerced.
-_ARROW_TYPES: dict[int, pa.DataType] = {
-    16: pa.bool_(), 17: pa.binary(), 20: pa.int64(), 21: pa.int16(), 23: pa.int32(),
-    25: pa.string(), 700: pa.float32(), 701: pa.float64(), 1043: pa.string(),
-}
-
-
-def _arrow_type(oid: int) -> pa.DataType:
-    return _ARROW_TYPES.get(oid, pa.string())
 
 
 @dataclass(frozen=True)
@@ -52,7 +40,7 @@ class PostgisEngine:
         self._pool = pool
         # A polygon matches about 40 points on the sample data; fetch whole
         # polygons, about batch_rows matches at a time.
-        self._batch_groups = max(1, batch_rows // 40)
+        self._batch_groups = polygons_per_batch(batch_rows)
         self._timeout_ms = int(statement_timeout_s * 1000)
         self._policy = policy
         self._heap = heap
@@ -80,8 +68,8 @@ class PostgisEngine:
                 assert cursor.description is not None
                 types = {name: col.type_code
                          for name, col in zip(COLUMNS, cursor.description, strict=True)}
-                schema = raw_schema(_arrow_type(types["domain_id"]),
-                                    _arrow_type(types["feature_id_type"]))
+                schema = raw_schema(arrow_type(types["domain_id"]),
+                                    arrow_type(types["feature_id_type"]))
                 yield JoinStream(schema, invalid, self._batches(cursor, schema))
 
     def _invalid(self, conn: object, query: JoinQuery) -> InvalidGeometries:

@@ -16,11 +16,11 @@ from spatialjoin_contracts.task_message import TaskMessage
 
 from .backoff import RetryPolicy
 from .contract_choice import effective_contract
+from .engine import JoinEngine
 from .failures import FailureClass, classify
 from .materialize import Materializer, WrittenObject
 from .memory import HeapCapExceeded, peak_resident_bytes
 from .metrics import WorkerMetrics
-from .postgis_engine import PostgisEngine
 from .records import ResultRecord, TaskRecords
 
 log = structlog.get_logger("spatialjoin.worker.task")
@@ -52,7 +52,7 @@ class TaskProcessor:
     """The per-task steps; the consumer decides about offsets and dead letters."""
 
     records: TaskRecords
-    engine: PostgisEngine
+    engine: JoinEngine
     materializer: Materializer
     metrics: WorkerMetrics
     retry: RetryPolicy

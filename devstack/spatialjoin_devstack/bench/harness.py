@@ -30,6 +30,7 @@ from .. import stack
 from ..kafka_control import KafkaControl
 from ..procs import free_port
 from ..waiting import wait_for
+from .cpu import CpuWindow
 
 
 @contextmanager
@@ -130,6 +131,15 @@ class BenchWorld:
             raise RuntimeError(f"{row[1]} partition(s) of {trace_id} failed")
         return int(row[0])
 
+    def first_claim(self, trace_id: str) -> float:
+        """When the first partition was claimed (epoch seconds): the pickup latency's end."""
+        with psycopg.connect(self.database_url) as conn:
+            row = conn.execute("SELECT extract(epoch FROM min(started_at)) "
+                               "FROM spatial_async_jobs WHERE trace_id = %s",
+                               (trace_id,)).fetchone()
+        assert row is not None and row[0] is not None
+        return float(row[0])
+
     def results(self, trace_id: str) -> list[tuple[str, int, int, int]]:
         """(partition, rows, bytes, duration_ms) per partition."""
         with psycopg.connect(self.database_url) as conn:
@@ -177,27 +187,39 @@ class WorkerProcess:
 
 
 def run_job(world: BenchWorld, log_dir: Path, *, label: str, concurrency: int = 8,
-            **job: Any) -> dict[str, Any]:
-    """Publish a 12-partition job to a fresh worker; time publish → all partitions done."""
+            engine: str = "postgis", **job: Any) -> dict[str, Any]:
+    """Publish a 12-partition job to a fresh worker; time publish → all partitions done.
+
+    CPU: the worker process's, the database's (server and backends) and the
+    whole machine's busy seconds over the same window.
+    """
     tasks = world.tasks(**job)
     trace_id = tasks[0].trace_id
     worker = WorkerProcess(world.worker_env(f"bench-{uuid.uuid4().hex[:8]}",
-                                            SPATIALJOIN_CONCURRENCY=str(concurrency)),
+                                            SPATIALJOIN_CONCURRENCY=str(concurrency),
+                                            SPATIALJOIN_ENGINE=engine),
                            log_dir / f"worker-{label}.log")
+    window = CpuWindow(world.database_url)
     try:
         worker.wait_assigned()
         cpu_before = worker.cpu_seconds()
+        window.start()
         started = time.perf_counter()
+        published_at = time.time()
         world.publish(tasks)
         wait_for(lambda: world.done_count(trace_id) == len(tasks), timeout=1800, interval=0.02,
                  what=f"{label}: all partitions done")
         seconds = time.perf_counter() - started
         cpu = worker.cpu_seconds() - cpu_before
+        window.stop()
         peak = worker.peak_rss_bytes()
     finally:
         worker.stop()
     per_partition = world.results(trace_id)
-    return {"label": label, "seconds": seconds, "worker_cpu_seconds": cpu,
+    return {"label": label, "engine": engine, "seconds": seconds, "worker_cpu_seconds": cpu,
+            "first_claim_s": world.first_claim(trace_id) - published_at,
+            "database_cpu_seconds": window.database_s, "services_cpu_seconds": window.services_s,
+            "machine_cpu_seconds": window.machine_s,
             "peak_rss_mb": peak / 2**20, "rows": sum(p[1] for p in per_partition),
             "bytes": sum(p[2] for p in per_partition),
             "partitions": {p[0]: {"rows": p[1], "bytes": p[2], "task_ms": p[3]}
