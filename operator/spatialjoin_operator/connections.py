@@ -11,7 +11,7 @@ import threading
 from typing import Any
 
 from confluent_kafka import Producer
-from kubernetes import client
+from kubernetes import client, config
 from psycopg_pool import ConnectionPool
 
 from spatialjoin_contracts.models.pool import BrokerSpec, SecretKeySelector
@@ -77,3 +77,23 @@ def read_secret_key(core: client.CoreV1Api, namespace: str, selector: SecretKeyS
 
 
 CONNECTIONS = Connections()
+
+
+_API_CLIENT: client.ApiClient | None = None
+_API_LOCK = threading.Lock()
+
+
+def kube_api_client() -> client.ApiClient:
+    """One ApiClient per process: in-cluster config, else the kubeconfig (local runs)."""
+    global _API_CLIENT
+    with _API_LOCK:
+        if _API_CLIENT is None:
+            configuration = client.Configuration()
+            try:
+                config.load_incluster_config(  # type: ignore[no-untyped-call]
+                    client_configuration=configuration)
+            except config.ConfigException:
+                config.load_kube_config(  # type: ignore[no-untyped-call]
+                    client_configuration=configuration)
+            _API_CLIENT = client.ApiClient(configuration)
+        return _API_CLIENT

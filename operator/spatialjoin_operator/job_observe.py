@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from psycopg_pool import ConnectionPool
 
@@ -22,41 +22,19 @@ from spatialjoin_contracts.models import ContractVersion, WorkerPoolSpec
 from spatialjoin_contracts.models.pool import SecretKeySelector
 from spatialjoin_contracts.validation import check_pool_spec
 
-from .connections import read_secret_key
+from .connections import kube_api_client, read_secret_key
 from .job_facts import Blocked, Blocker, Observation, PartitionRow, ResultRow
 
 DB_TIMEOUT_S: Final = 10.0
 KUBE_TIMEOUT_S: Final = 10
 
 
-class _Kube:
-    """One lazily made ApiClient: in-cluster config, else the kubeconfig (local runs)."""
-
-    def __init__(self) -> None:
-        self._client: client.ApiClient | None = None
-
-    def api(self) -> client.ApiClient:
-        if self._client is None:
-            configuration = client.Configuration()
-            try:
-                config.load_incluster_config(  # type: ignore[no-untyped-call]
-                    client_configuration=configuration)
-            except config.ConfigException:
-                config.load_kube_config(  # type: ignore[no-untyped-call]
-                    client_configuration=configuration)
-            self._client = client.ApiClient(configuration)
-        return self._client
-
-
-_KUBE = _Kube()
-
-
 def custom_api() -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(_KUBE.api())
+    return client.CustomObjectsApi(kube_api_client())
 
 
 def core_api() -> client.CoreV1Api:
-    return client.CoreV1Api(_KUBE.api())
+    return client.CoreV1Api(kube_api_client())
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any, Final, cast
 
 import kopf
-from kubernetes import client, config, dynamic
+from kubernetes import client, dynamic
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
 
@@ -25,7 +25,7 @@ from spatialjoin_contracts.models import WorkerPoolSpec
 from spatialjoin_contracts.models.job import JoinSource, SpatialJoinJobSpec
 
 from . import children
-from .connections import read_secret_key
+from .connections import kube_api_client, read_secret_key
 from .pool_policy import Effective
 
 FIELD_MANAGER: Final = "spatialjoin-operator"
@@ -38,14 +38,7 @@ class Kube:
     """Clients made once per process: in-cluster config, else the kubeconfig."""
 
     def __init__(self) -> None:
-        configuration = client.Configuration()
-        try:
-            config.load_incluster_config(  # type: ignore[no-untyped-call]
-                client_configuration=configuration)
-        except config.ConfigException:
-            config.load_kube_config(  # type: ignore[no-untyped-call]
-                client_configuration=configuration)
-        self.api = client.ApiClient(configuration)
+        self.api = kube_api_client()
         self.core = client.CoreV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
         self.dynamic = dynamic.DynamicClient(self.api)  # type: ignore[no-untyped-call]

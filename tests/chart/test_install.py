@@ -22,17 +22,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
-import psycopg
 import pytest
 import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from spatialjoin_contracts import api, samples
-from spatialjoin_contracts.dataset_load import load_dataset
-from spatialjoin_contracts.ddl import migrate
-from spatialjoin_contracts.partition_map import grid_partition_map
 from spatialjoin_devstack.waiting import wait_for
+from tests.support.pool_world import create_pool_secrets, load_tiny_dataset
 
 from . import expected_rbac as rbac
 from .cluster import OperatorPod, Release, can_i, service_account_kubeconfig
@@ -244,17 +241,10 @@ def world(namespace: str, db_schema: tuple[str, str], topic_names: dict[str, str
           s3_prefix: str, kafka_settings: dict[str, Any],
           stack_settings: dict[str, Any], kube_api: Any) -> Iterator[World]:
     _, url = db_schema
-    with psycopg.connect(url) as conn:
-        with conn.transaction(), conn.cursor() as cur:
-            migrate(cur)
-        load_dataset(conn, grid_partition_map(), scale="tiny", seed=7, invalid_fraction=0.0)
+    load_tiny_dataset(url, invalid_fraction=0.0)
     s3 = stack_settings["s3"]
-    core = client.CoreV1Api(kube_api)
-    for name, data in ((DB_SECRET, {"url": url}),
-                       (S3_SECRET, {"AWS_ACCESS_KEY_ID": s3["access_key"],
-                                    "AWS_SECRET_ACCESS_KEY": s3["secret_key"]})):
-        core.create_namespaced_secret(namespace, client.V1Secret(
-            metadata=client.V1ObjectMeta(name=name), string_data=data))
+    create_pool_secrets(kube_api, namespace, db_secret=DB_SECRET, s3_secret=S3_SECRET,
+                        database_url=url, s3=s3)
     the_world = World(namespace, url, kafka_settings["bootstrap"], topic_names, s3_prefix, s3,
                       kube_api)
     try:

@@ -30,11 +30,9 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from spatialjoin_contracts import api, samples
-from spatialjoin_contracts.dataset_load import load_dataset
-from spatialjoin_contracts.ddl import migrate
-from spatialjoin_contracts.partition_map import grid_partition_map
 from spatialjoin_devstack.procs import free_port
 from spatialjoin_devstack.waiting import wait_for
+from tests.support.pool_world import create_pool_secrets, load_tiny_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 DB_SECRET = "spatialjoin-db"
@@ -220,17 +218,10 @@ def world(crds: None, namespace: str, db_schema: tuple[str, str], topic_names: d
           s3_prefix: str, kafka_settings: dict[str, Any], stack_settings: dict[str, Any],
           stack_env: dict[str, str], kube_api: Any, tmp_path: Path) -> Iterator[JobWorld]:
     _, url = db_schema
-    with psycopg.connect(url) as conn:
-        with conn.transaction(), conn.cursor() as cur:
-            migrate(cur)
-        load_dataset(conn, grid_partition_map(), scale="tiny", seed=7, invalid_fraction=0.01)
+    load_tiny_dataset(url, invalid_fraction=0.01)
     s3 = stack_settings["s3"]
-    core = client.CoreV1Api(kube_api)
-    for name, data in ((DB_SECRET, {"url": url}),
-                       (S3_SECRET, {"AWS_ACCESS_KEY_ID": s3["access_key"],
-                                    "AWS_SECRET_ACCESS_KEY": s3["secret_key"]})):
-        core.create_namespaced_secret(namespace, client.V1Secret(
-            metadata=client.V1ObjectMeta(name=name), string_data=data))
+    create_pool_secrets(kube_api, namespace, db_secret=DB_SECRET, s3_secret=S3_SECRET,
+                        database_url=url, s3=s3)
     world = JobWorld(namespace=namespace, database_url=url, bootstrap=kafka_settings["bootstrap"],
                      topic=topic_names["tasks"], dlq=topic_names["dlq"],
                      group=f"g-{uuid.uuid4().hex[:8]}", bucket_path=s3_prefix, s3=s3,

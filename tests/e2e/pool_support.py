@@ -31,10 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from spatialjoin_contracts import api, samples
 from spatialjoin_contracts.crd_generate import job_crd, pool_crd
-from spatialjoin_contracts.dataset_load import load_dataset
-from spatialjoin_contracts.ddl import migrate
 from spatialjoin_contracts.models import SpatialJoinJobSpec, WorkerPoolSpec
-from spatialjoin_contracts.partition_map import grid_partition_map
 from spatialjoin_contracts.task_message import JobIdentity
 from spatialjoin_contracts.task_plan import plan_tasks
 from spatialjoin_devstack.kafka_control import KafkaControl
@@ -42,6 +39,7 @@ from spatialjoin_devstack.procs import free_port
 from spatialjoin_devstack.waiting import wait_for
 from spatialjoin_operator import children
 from tests.support.kafka import publish
+from tests.support.pool_world import create_pool_secrets, load_tiny_dataset
 
 T = TypeVar("T")
 INTERVAL_S = 2.0
@@ -246,17 +244,10 @@ def pool_world(pool_crds: None, namespace: str, db_schema: tuple[str, str],
                stack_settings: dict[str, Any], stack_env: dict[str, str], kube_api: Any,
                tmp_path: Path) -> PoolWorld:
     _, url = db_schema
-    with psycopg.connect(url) as conn:
-        with conn.transaction(), conn.cursor() as cur:
-            migrate(cur)
-        load_dataset(conn, grid_partition_map(), scale="tiny", seed=7, invalid_fraction=0.01)
+    load_tiny_dataset(url, invalid_fraction=0.01)
     s3 = stack_settings["s3"]
-    core = client.CoreV1Api(kube_api)
-    for name, data in ((DB_SECRET, {"url": url}),
-                       (S3_SECRET, {"AWS_ACCESS_KEY_ID": s3["access_key"],
-                                    "AWS_SECRET_ACCESS_KEY": s3["secret_key"]})):
-        core.create_namespaced_secret(namespace, client.V1Secret(
-            metadata=client.V1ObjectMeta(name=name), string_data=data))
+    create_pool_secrets(kube_api, namespace, db_secret=DB_SECRET, s3_secret=S3_SECRET,
+                        database_url=url, s3=s3)
     return PoolWorld(namespace=namespace, database_url=url,
                      bootstrap=kafka_settings["bootstrap"],
                      control=KafkaControl(kafka_settings["control"]),
