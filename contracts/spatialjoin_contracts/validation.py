@@ -173,6 +173,15 @@ def validate_job(spec: SpatialJoinJobSpec, pool: WorkerPoolSpec | None = None) -
                 "must be absent when type is intersects",
             )
         )
+    for side, source in (("polygons", spec.source.polygons), ("points", spec.source.points)):
+        if (source.table is None) == (source.geoparquet is None):
+            errors.append(
+                _error(
+                    f"spec.source.{side}",
+                    "set exactly one of table or geoparquet"
+                    + (" (both are set)" if source.table is not None else ""),
+                )
+            )
     if spec.retry.initial_delay_seconds > spec.retry.max_delay_seconds:
         errors.append(
             _error(

@@ -211,9 +211,12 @@ def count_invalid_geometries(db: ConnectionPool, sources: Iterable[JoinSource],
     """
     names = [e.name for e in partition_map]
     counts = dict.fromkeys(names, 0)
+    # GeoParquet sources have no table to count in; the worker reports their invalid
+    # polygons when it reads them.
     polygons = {(s.polygons.table, s.polygons.geometry_column, s.polygons.partition_column)
-                for s in sources}
-    points = {(s.points.table, s.points.geometry_column) for s in sources}
+                for s in sources if s.polygons.table is not None}
+    points = {(s.points.table, s.points.geometry_column)
+              for s in sources if s.points.table is not None}
     boxes = [e.bbox.as_tuple() for e in partition_map]
     try:
         with db.connection(timeout=READ_TIMEOUT_S) as conn, conn.transaction():

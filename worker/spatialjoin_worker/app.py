@@ -62,11 +62,11 @@ def build(settings: WorkerSettings, stop: threading.Event,
     db = ConnectionPool(settings.database_url.get_secret_value(), min_size=1,
                         max_size=settings.concurrency + 2, open=True,
                         kwargs={"application_name": f"spatialjoin-worker-{settings.worker_id}"})
-    engine = build_engine(settings, db, heap, metrics)
+    s3 = s3_filesystem(settings)
+    engine = build_engine(settings, db, heap, metrics, s3)
     processor = TaskProcessor(
         records=TaskRecords(db), engine=engine,
-        materializer=Materializer(s3_filesystem(settings), row_group_rows=settings.row_group_rows,
-                                  heap=heap),
+        materializer=Materializer(s3, row_group_rows=settings.row_group_rows, heap=heap),
         metrics=metrics,
         retry=RetryPolicy(settings.max_retries, settings.retry_initial_delay_s,
                           settings.retry_max_delay_s),

@@ -6,6 +6,7 @@ from contextlib import AbstractContextManager
 from typing import Protocol
 
 from psycopg_pool import ConnectionPool
+from pyarrow import fs
 
 from spatialjoin_contracts.models.pool import Engine
 from spatialjoin_contracts.task_message import TaskMessage
@@ -31,15 +32,19 @@ class JoinEngine(Protocol):
 
 
 def build_engine(settings: WorkerSettings, db: ConnectionPool, heap: HeapGuard,
-                 metrics: WorkerMetrics) -> JoinEngine:
-    """The engine the WorkerPool asked for (SPATIALJOIN_ENGINE); postgis by default."""
+                 metrics: WorkerMetrics, filesystem: fs.FileSystem | None = None) -> JoinEngine:
+    """The engine the WorkerPool asked for (SPATIALJOIN_ENGINE); postgis by default.
+
+    ``filesystem`` (app.s3_filesystem) is where the vectorized engine reads GeoParquet
+    sources; the postgis engine refuses them (query.GeoParquetNeedsVectorized)."""
     if settings.engine is Engine.VECTORIZED:
         return VectorizedEngine(db, batch_rows=settings.batch_rows,
                                 statement_timeout_s=settings.statement_timeout_s,
                                 policy=settings.invalid_geometry_policy, heap=heap,
                                 slots=min(settings.concurrency, cpu_slots()),
                                 tasks=settings.concurrency,
-                                metrics=VectorizedMetrics(metrics.registry))
+                                metrics=VectorizedMetrics(metrics.registry),
+                                filesystem=filesystem)
     return PostgisEngine(db, batch_rows=settings.batch_rows,
                          statement_timeout_s=settings.statement_timeout_s,
                          policy=settings.invalid_geometry_policy, heap=heap)

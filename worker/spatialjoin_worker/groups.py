@@ -52,6 +52,15 @@ _ARROW_TYPES: Final[dict[int, pa.DataType]] = {
 }
 
 
+def type_oid_of(arrow: pa.DataType) -> int:
+    """arrow_type's inverse, for columns read from GeoParquet: the PostgreSQL type oid
+    that arrow_type maps back to ``arrow`` (text for types it does not know, as there)."""
+    for oid, known in _ARROW_TYPES.items():
+        if known == arrow:
+            return oid
+    return 25
+
+
 def _is_ndr_multipoint(wkb: bytes) -> bool:
     return wkb[0] == 1 and int.from_bytes(wkb[1:5], "little") == _WKB_MULTIPOINT
 

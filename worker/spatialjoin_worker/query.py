@@ -29,8 +29,23 @@ class JoinQuery:
     params: tuple[object, ...]
 
 
+class GeoParquetNeedsVectorized(ValueError):
+    """A side of the join names GeoParquet, which only the vectorized engine reads."""
+
+
 def _table(name: str) -> sql.Identifier:
     return sql.Identifier(*name.split("."))
+
+
+def source_tables(source: JoinSource) -> tuple[str, str]:
+    """The polygon and point tables; GeoParquetNeedsVectorized when a side has none."""
+    for side, spec in (("polygons", source.polygons), ("points", source.points)):
+        if spec.table is None:
+            raise GeoParquetNeedsVectorized(
+                f"spec.source.{side} reads GeoParquet ({spec.geoparquet}), which only the "
+                f"vectorized engine reads: run this job on a WorkerPool with engine: vectorized")
+    assert source.polygons.table is not None and source.points.table is not None
+    return source.polygons.table, source.points.table
 
 
 def degrees_for(distance_m: float, bbox: BBox) -> float:
@@ -47,8 +62,9 @@ def build_join(source: JoinSource, partition_key: str, bbox: BBox,
                policy: InvalidGeometryPolicy) -> JoinQuery:
     """The join of one partition, ordered by (domain_id, feature_id) for byte-stable output."""
     poly, pts = source.polygons, source.points
+    poly_table, pt_table = source_tables(source)
     fields = {
-        "poly_table": _table(poly.table), "pt_table": _table(pts.table),
+        "poly_table": _table(poly_table), "pt_table": _table(pt_table),
         "pid": sql.Identifier(poly.id_column), "pgeom": sql.Identifier(poly.geometry_column),
         "ppart": sql.Identifier(poly.partition_column),
         "fid": sql.Identifier(pts.id_column), "fgeom": sql.Identifier(pts.geometry_column),
@@ -106,7 +122,7 @@ def build_invalid_count(source: JoinSource, partition_key: str, bbox: BBox) -> J
         FROM {table}
         WHERE {ppart} = %s AND {pgeom} && ST_MakeEnvelope(%s, %s, %s, %s, 4326)
           AND NOT ST_IsValid({pgeom})
-    """).format(pid=sql.Identifier(poly.id_column), table=_table(poly.table),
+    """).format(pid=sql.Identifier(poly.id_column), table=_table(source_tables(source)[0]),
                 ppart=sql.Identifier(poly.partition_column),
                 pgeom=sql.Identifier(poly.geometry_column))
     return JoinQuery(statement, (partition_key, *bbox.as_tuple()))

@@ -72,13 +72,19 @@ def _table(name: str) -> sql.Identifier:
 
 
 def _fields(source: JoinSource) -> dict[str, sql.Composable]:
+    """The identifiers of the queries; a side read from GeoParquet has no table (a query of
+    that side would fail formatting with a KeyError: the engine never builds one)."""
     poly, pts = source.polygons, source.points
-    return {
-        "poly_table": _table(poly.table), "pt_table": _table(pts.table),
+    fields: dict[str, sql.Composable] = {
         "pid": sql.Identifier(poly.id_column), "pgeom": sql.Identifier(poly.geometry_column),
         "ppart": sql.Identifier(poly.partition_column),
         "fid": sql.Identifier(pts.id_column), "fgeom": sql.Identifier(pts.geometry_column),
     }
+    if poly.table is not None:
+        fields["poly_table"] = _table(poly.table)
+    if pts.table is not None:
+        fields["pt_table"] = _table(pts.table)
+    return fields
 
 
 def polygons_query(source: JoinSource, partition_key: str, bbox: BBox,
@@ -206,6 +212,8 @@ def known_row_count(conn: Connection, table: str) -> float | None:
 
 def estimate_points(conn: Connection, source: JoinSource, box: Box) -> float:
     """Rows of the point table meeting ``box``: the planner's estimate, else a count."""
+    if source.points.table is None:
+        raise ValueError("points read from GeoParquet have no table to estimate in")
     table = _table(source.points.table).as_string(conn)
     try:
         with conn.transaction():  # a savepoint: no statistics is an error

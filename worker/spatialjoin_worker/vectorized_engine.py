@@ -6,7 +6,8 @@ engine (postgis_engine.py); only where the join runs differs. Per task:
 1. in one read-only, repeatable-read transaction: read the partition's
    polygons exactly as the postgis engine selects and fixes them (counting the
    invalid ones on the way), and the points inside the polygons' extent
-   (vector_source.py);
+   (vector_source.py); a side whose source names GeoParquet is read from S3
+   instead, with the same filters (geoparquet_source.py);
 2. join them with shapely and numpy (vector_join.py), tile by tile when the
    points would not fit in the task's share of maxHeapMb (tiling.py);
 3. hand the materializer batches cut exactly where the postgis engine cuts
@@ -23,7 +24,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Final
@@ -33,14 +34,16 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter
 from psycopg import sql
 from psycopg_pool import ConnectionPool
+from pyarrow import fs
 
-from spatialjoin_contracts.models.job import Predicate
+from spatialjoin_contracts.models.job import JoinSource, Predicate
 from spatialjoin_contracts.task_message import TaskMessage
 
+from . import geoparquet_source
 from .groups import arrow_type, polygons_per_batch, raw_schema
 from .memory import HeapGuard
+from .point_wkb import IntArray
 from .postgis_engine import InvalidGeometries, JoinStream
-from .query import JoinQuery
 from .settings import InvalidGeometryPolicy
 from .tiling import (
     CHUNK_CANDIDATE_BYTES,
@@ -63,6 +66,8 @@ from .vector_join import (
 )
 from .vector_source import (
     Connection,
+    PointRows,
+    PolygonRows,
     estimate_points,
     feature_id_query,
     features_query,
@@ -88,6 +93,10 @@ MIN_TILE_POINTS: Final = 4096
 
 class UnsupportedPredicate(ValueError):
     """dwithin measures geography distance on the spheroid, which shapely cannot reproduce."""
+
+
+class NoFilesystem(ValueError):
+    """A GeoParquet source, but the engine was built without an S3 filesystem."""
 
 
 @dataclass
@@ -158,8 +167,10 @@ class VectorizedEngine:
     def __init__(self, pool: ConnectionPool, *, batch_rows: int, statement_timeout_s: float,
                  policy: InvalidGeometryPolicy, heap: HeapGuard, slots: int | None = None,
                  tasks: int = 8, limits: TileLimits | None = None,
-                 metrics: VectorizedMetrics | None = None) -> None:
+                 metrics: VectorizedMetrics | None = None,
+                 filesystem: fs.FileSystem | None = None) -> None:
         self._pool = pool
+        self._filesystem = filesystem  # for GeoParquet sources (app.s3_filesystem)
         self._groups_per_batch = polygons_per_batch(batch_rows)  # the postgis engine's cut
         self._timeout_ms = int(statement_timeout_s * 1000)
         self._policy = policy
@@ -199,9 +210,11 @@ class VectorizedEngine:
                 "SET LOCAL max_parallel_workers_per_gather = 0; "
                 "SET LOCAL work_mem = '64MB'").format(sql.Literal(self._timeout_ms)))
             with self._gate(self._reads, report, "read_s"):
-                polygon_rows = read_polygons(conn, polygons_query(
-                    task.source, task.partition_key, task.bbox, self._policy))
-                feature_oid = type_oid(conn, feature_id_query(task.source))
+                polygon_rows = self._read_polygons(conn, task)
+                feature_oid = (type_oid(conn, feature_id_query(task.source))
+                               if task.source.points.geoparquet is None else
+                               geoparquet_source.feature_id_type_oid(self._fs(),
+                                                                     task.source.points))
             invalid = InvalidGeometries(*polygon_rows.invalid_ids())
             polygons = Polygons.from_wkb(*polygon_rows.joinable())
             del polygon_rows.wkbs[:]
@@ -209,6 +222,19 @@ class VectorizedEngine:
         schema = raw_schema(arrow_type(polygon_rows.id_type_oid), arrow_type(feature_oid))
         self._record(report)
         yield JoinStream(schema, invalid, self._batches(matches, polygons, schema))
+
+    def _fs(self) -> fs.FileSystem:
+        if self._filesystem is None:
+            raise NoFilesystem("the job reads GeoParquet but the vectorized engine has no S3 "
+                               "filesystem")
+        return self._filesystem
+
+    def _read_polygons(self, conn: Connection, task: TaskMessage) -> PolygonRows:
+        if task.source.polygons.geoparquet is not None:
+            return geoparquet_source.read_polygons(self._fs(), task.source.polygons,
+                                                   task.partition_key, task.bbox, self._policy)
+        return read_polygons(conn, polygons_query(task.source, task.partition_key, task.bbox,
+                                                  self._policy))
 
     @contextmanager
     def _gate(self, gate: threading.BoundedSemaphore, report: JoinReport,
@@ -231,25 +257,55 @@ class VectorizedEngine:
             return Matches.empty()
         self._heap.check("reading polygons")
         source = task.source
-        typed_points = has_point_typmod(conn, source.points.table, source.points.geometry_column)
-        parts = [self._join_points(conn, points_query(source, box, typed_points=typed_points),
-                                   box, polygons, report)
-                 for box in self._read_tiles(conn, task, root, report)]
+        if source.points.geoparquet is not None:
+            return self._join_geoparquet(source, root, polygons, report)
+        table = source.points.table
+        assert table is not None  # validate_job: exactly one of table and geoparquet
+        typed_points = has_point_typmod(conn, table, source.points.geometry_column)
+
+        def reader(box: Box) -> Callable[[], PointRows]:
+            return lambda: read_points(conn, points_query(source, box, typed_points=typed_points))
+
+        parts = [self._join_points(reader(box), box, polygons, report)
+                 for box in self._read_tiles(conn, task, table, root, report)]
         if not typed_points:
             with self._gate(self._reads, report, "read_s"):
                 ids, wkbs = read_features(conn, features_query(source, root))
-            report.features = len(wkbs)
-            with self._gate(self._joins, report, "join_s"):
-                parts.append(join_features(polygons, Features.from_wkb(ids, wkbs)))
-            self._heap.check("joining non-point features")
+            parts.append(self._join_features(ids, wkbs, polygons, report))
         matches = merge(parts)
         report.matches = len(matches)
         return matches
 
-    def _read_tiles(self, conn: Connection, task: TaskMessage, root: Box,
+    def _join_geoparquet(self, source: JoinSource, root: Box, polygons: Polygons,
+                         report: JoinReport) -> Matches:
+        """Points and other features from GeoParquet, read in one pass over the extent.
+
+        The read is not tiled (a file has no planner estimate to tile by); it holds only
+        the rows inside the extent, read batch by batch, and the join is still tiled."""
+        report.read_tiles = 1
+        with self._gate(self._reads, report, "read_s"):
+            rows, (ids, wkbs) = geoparquet_source.read_points(self._fs(), source.points, root)
+        held = [rows]  # popped by _join_points, which frees the points once joined
+        del rows
+        parts = [self._join_points(held.pop, root, polygons, report)]
+        if wkbs:
+            parts.append(self._join_features(ids, wkbs, polygons, report))
+        matches = merge(parts)
+        report.matches = len(matches)
+        return matches
+
+    def _join_features(self, ids: IntArray, wkbs: list[bytes], polygons: Polygons,
+                       report: JoinReport) -> Matches:
+        report.features += len(wkbs)
+        with self._gate(self._joins, report, "join_s"):
+            matches = join_features(polygons, Features.from_wkb(ids, wkbs))
+        self._heap.check("joining non-point features")
+        return matches
+
+    def _read_tiles(self, conn: Connection, task: TaskMessage, table: str, root: Box,
                     report: JoinReport) -> list[Box]:
         limit = self._limits.read_points
-        rows = known_row_count(conn, task.source.points.table)
+        rows = known_row_count(conn, table)
         if rows is not None and rows <= limit:
             tiles = [root]
         else:
@@ -258,10 +314,10 @@ class VectorizedEngine:
         report.read_tiles = len(tiles)
         return tiles
 
-    def _join_points(self, conn: Connection, query: JoinQuery, box: Box, polygons: Polygons,
+    def _join_points(self, read: Callable[[], PointRows], box: Box, polygons: Polygons,
                      report: JoinReport) -> Matches:
         with self._gate(self._reads, report, "read_s"):
-            rows = read_points(conn, query)
+            rows = read()
         owned = box.contains(rows.x, rows.y)
         points = Points.of(rows.ids[owned], rows.x[owned], rows.y[owned])
         del rows, owned

@@ -36,8 +36,10 @@ class Predicate(StrEnum):
 class PolygonSource(CamelModel):
     """The polygon side of the join (domain A), partitioned by a column."""
 
-    table: SqlTable
-    """Table name, optionally schema-qualified (schema.table)."""
+    table: SqlTable | None = None
+    """Table name, optionally schema-qualified (schema.table); set this or geoparquet."""
+    geoparquet: str | None = Field(default=None, pattern=S3_URI_PATTERN, max_length=1024)
+    """s3:// GeoParquet file or prefix read instead of table (engine: vectorized only)."""
     id_column: SqlIdentifier = "id"
     """Column holding the polygon id (bigint); becomes domain_id in the result."""
     geometry_column: SqlIdentifier = "geom"
@@ -49,8 +51,10 @@ class PolygonSource(CamelModel):
 class PointSource(CamelModel):
     """The point side of the join (domain B)."""
 
-    table: SqlTable
-    """Table name, optionally schema-qualified (schema.table)."""
+    table: SqlTable | None = None
+    """Table name, optionally schema-qualified (schema.table); set this or geoparquet."""
+    geoparquet: str | None = Field(default=None, pattern=S3_URI_PATTERN, max_length=1024)
+    """s3:// GeoParquet file or prefix read instead of table (engine: vectorized only)."""
     id_column: SqlIdentifier = "id"
     """Column holding the feature id (bigint); becomes feature_id in the result."""
     geometry_column: SqlIdentifier = "geom"
@@ -70,11 +74,15 @@ class JoinSource(CamelModel):
     """Where the join reads from."""
 
     polygons: PolygonSource
-    """The polygon table and its id, geometry and partition columns."""
+    """The polygon table (or GeoParquet) and its id, geometry and partition columns."""
     points: PointSource
-    """The point table and its id and geometry columns."""
+    """The point table (or GeoParquet) and its id and geometry columns."""
     predicate: JoinPredicate = JoinPredicate()
     """The spatial predicate; defaults to intersects."""
+
+    def reads_geoparquet(self) -> bool:
+        """True when either side names a GeoParquet source instead of a table."""
+        return self.polygons.geoparquet is not None or self.points.geoparquet is not None
 
 
 class OutputSpec(CamelModel):

@@ -117,8 +117,13 @@ def run(target: Target, database_url: str, options: Options = Options(), *,
         planned = _planned_partitions(target)
         if target.job is None or target.pool is None:
             notes.items.append("no job spec and pool: plan inspection skipped")
-        for name, reason in choose_partitions(partitions, planned, options.partitions,
-                                              options.max_plans, now, deadline):
+        reads_geoparquet = target.job is not None and target.job.source.reads_geoparquet()
+        if reads_geoparquet:
+            notes.items.append("the job reads GeoParquet (engine: vectorized): no SQL plan "
+                               "to inspect")
+        chosen = [] if reads_geoparquet else choose_partitions(
+            partitions, planned, options.partitions, options.max_plans, now, deadline)
+        for name, reason in chosen:
             query = partition_query(target, name, options.policy)
             if query is None:
                 notes.items.append(f"partition {name} is not one of the job's partitions")
@@ -135,11 +140,13 @@ def run(target: Target, database_url: str, options: Options = Options(), *,
 
 def _tables(job: SpatialJoinJobSpec | None) -> list[tuple[str, TableRole, str | None]]:
     tables: list[tuple[str, TableRole, str | None]] = []
-    if job is not None:
-        tables.append((job.source.polygons.table, TableRole.POLYGONS,
-                       job.source.polygons.geometry_column))
-        tables.append((job.source.points.table, TableRole.POINTS,
-                       job.source.points.geometry_column))
+    if job is not None:  # a GeoParquet side has no table to look at
+        if job.source.polygons.table is not None:
+            tables.append((job.source.polygons.table, TableRole.POLYGONS,
+                           job.source.polygons.geometry_column))
+        if job.source.points.table is not None:
+            tables.append((job.source.points.table, TableRole.POINTS,
+                           job.source.points.geometry_column))
     tables += [(JOBS_TABLE, TableRole.JOBS, None), (RESULTS_TABLE, TableRole.RESULTS, None)]
     return tables
 

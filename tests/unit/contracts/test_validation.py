@@ -203,6 +203,25 @@ JOB_CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "should match pattern",
     ),
     ("missing pool ref (schema)", {"workerPoolRef": None}, "spec.workerPoolRef", "valid"),
+    (
+        "points with neither table nor geoparquet",
+        {"source": {"polygons": {"table": "a"}, "points": {"idColumn": "fid"}}},
+        "spec.source.points",
+        "set exactly one of table or geoparquet",
+    ),
+    (
+        "polygons with both table and geoparquet",
+        {"source": {"polygons": {"table": "a", "geoparquet": "s3://bucket/a.parquet"},
+                    "points": {"table": "b"}}},
+        "spec.source.polygons",
+        "set exactly one of table or geoparquet (both are set)",
+    ),
+    (
+        "geoparquet not on s3 (schema)",
+        {"source": {"polygons": {"table": "a"}, "points": {"geoparquet": "/tmp/b.parquet"}}},
+        "spec.source.points.geoparquet",
+        "should match pattern",
+    ),
 ]
 
 
@@ -278,3 +297,29 @@ def test_field_paths(loc: tuple[str | int, ...], path: str) -> None:
 
 def test_field_error_prints_its_message() -> None:
     assert str(FieldError("spec.x", "spec.x: bad")) == "spec.x: bad"
+
+
+@pytest.mark.parametrize(
+    ("polygons", "points"),
+    [
+        ({"geoparquet": "s3://bucket/polygons.parquet"}, {"geoparquet": "s3://bucket/points/"}),
+        ({"table": "a"}, {"geoparquet": "s3://bucket/points"}),
+        ({"geoparquet": "s3://bucket/polygons.parquet"}, {"table": "b"}),
+    ],
+)
+def test_each_side_reads_a_table_or_geoparquet(
+    polygons: dict[str, str], points: dict[str, str]
+) -> None:
+    spec, errors = check_job_spec(
+        samples.job_spec(source={"polygons": polygons, "points": points}), POOL
+    )
+    assert errors == []
+    assert spec is not None and spec.source.reads_geoparquet()
+
+
+def test_both_sides_are_reported() -> None:
+    _, errors = check_job_spec(samples.job_spec(source={"polygons": {}, "points": {}}), POOL)
+    assert [e.message for e in errors] == [
+        "spec.source.polygons: set exactly one of table or geoparquet",
+        "spec.source.points: set exactly one of table or geoparquet",
+    ]
