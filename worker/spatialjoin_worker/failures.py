@@ -1,11 +1,14 @@
-"""Which failures are worth retrying: a pure classification of exceptions."""
+"""Which failures are worth retrying: a pure classification of exceptions.
+
+Database errors are told apart by PEP 249's exception hierarchy, which every
+driver follows (psycopg's serialization failures, deadlocks, cancelled
+statements, shutdowns and lost connections are all OperationalErrors), so
+the decision needs no driver import.
+"""
 
 from __future__ import annotations
 
 from enum import StrEnum
-
-import psycopg
-from psycopg import errors as pg_errors
 
 from .memory import HeapCapExceeded
 
@@ -17,23 +20,18 @@ class FailureClass(StrEnum):
     """A bad query, a missing table, the heap cap: retrying cannot help."""
 
 
-_TRANSIENT_PG = (
-    psycopg.OperationalError,
-    pg_errors.SerializationFailure,
-    pg_errors.DeadlockDetected,
-    pg_errors.QueryCanceled,
-    pg_errors.AdminShutdown,
-    pg_errors.CannotConnectNow,
-)
+def _pep249_kinds(exc: BaseException) -> set[str]:
+    return {kind.__name__ for kind in type(exc).__mro__}
 
 
 def classify(exc: BaseException) -> FailureClass:
     """TRANSIENT for errors another attempt may not meet; PERMANENT otherwise."""
     if isinstance(exc, HeapCapExceeded):
         return FailureClass.PERMANENT
-    if isinstance(exc, _TRANSIENT_PG):
+    kinds = _pep249_kinds(exc)
+    if "OperationalError" in kinds:
         return FailureClass.TRANSIENT
-    if isinstance(exc, psycopg.Error):
+    if kinds & {"DatabaseError", "InterfaceError"}:
         return FailureClass.PERMANENT
     if isinstance(exc, (OSError, ConnectionError, TimeoutError)):
         return FailureClass.TRANSIENT  # pyarrow's S3 client raises OSError
