@@ -20,10 +20,21 @@ if ! grep -rqs '^Types:.*deb-src' /etc/apt/sources.list.d/ && ! grep -qs '^deb-s
   # Derive deb-src entries from the machine's own Debian entries: no host is
   # written by us, only copied from what apt already uses.
   sed 's/^Types: deb$/Types: deb-src/' /etc/apt/sources.list.d/debian.sources > "$SRC_LIST"
+  SRC_ADDED=1
 fi
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends golang-go golang-github-modern-go-reflect2-dev \
-  dpkg-dev rsync make >/dev/null
+# install-system.sh normally installed these already; update apt only when
+# the deb-src entries are new or a package is missing.
+BUILD_DEPS=(golang-go golang-github-modern-go-reflect2-dev dpkg-dev rsync make)
+missing=()
+for pkg in "${BUILD_DEPS[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [[ -n "${SRC_ADDED:-}" || ${#missing[@]} -gt 0 ]]; then
+  apt-get update -qq
+fi
+if ((${#missing[@]})); then
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
 
 BUILD="$CACHE_ROOT/build"
 mkdir -p "$BUILD"
