@@ -33,12 +33,17 @@ stack-down: install
 stack-status: install
 	$(BIN)/spatialjoin stack status
 
-## The whole suite (unit, integration, e2e) against a stack it starts and stops.
-test: system
+# Run $(1) against a test stack that is started first and always stopped after.
+define on_test_stack
 	@export SPATIALJOIN_STATE_DIR=$(TEST_STATE_DIR); \
 	$(BIN)/spatialjoin stack up || { $(BIN)/spatialjoin stack down; exit 1; }; \
 	trap '$(BIN)/spatialjoin stack down' EXIT; \
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(1)
+endef
+
+## The whole suite (unit, integration, e2e) against a stack it starts and stops.
+test: system
+	$(call on_test_stack,$(BIN)/pytest $(PYTEST_ARGS))
 
 ## Pure tests only: no services.
 unit: install
@@ -62,10 +67,7 @@ image-lock: install
 
 ## The chart alone: lint/template/validate, then install/upgrade/uninstall + RBAC on a stack.
 chart-test: system
-	@export SPATIALJOIN_STATE_DIR=$(TEST_STATE_DIR); \
-	$(BIN)/spatialjoin stack up || { $(BIN)/spatialjoin stack down; exit 1; }; \
-	trap '$(BIN)/spatialjoin stack down' EXIT; \
-	$(BIN)/pytest tests/chart $(PYTEST_ARGS)
+	$(call on_test_stack,$(BIN)/pytest tests/chart $(PYTEST_ARGS))
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
