@@ -17,8 +17,9 @@ import numpy as np
 import pyarrow as pa
 import shapely
 
+from .point_wkb import POINT_WKB_BYTES as _POINT_WKB
+
 _HEADER = 9  # byte order (1) + type (4) + member count (4)
-_POINT_WKB = 21
 _WKB_MULTIPOINT = 4
 
 

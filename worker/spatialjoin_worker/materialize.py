@@ -76,13 +76,13 @@ def result_batch(raw: pa.RecordBatch, contract: ContractVersion, *, trace_id: st
     """The contract's columns from the engine's raw columns (types kept as the source gave them)."""
     n = raw.num_rows
     columns: dict[str, pa.Array] = {
-        "partition_key": pa.array([partition_key] * n, pa.string()),
+        "partition_key": pa.repeat(pa.scalar(partition_key, pa.string()), n),
         "domain_id": raw.column("domain_id"),
         "feature_id": raw.column("feature_id"),
         "geometry": raw.column("geometry"),
     }
     if contract is ContractVersion.V2_1:
-        columns["trace_id"] = pa.array([trace_id] * n, pa.string())
+        columns["trace_id"] = pa.repeat(pa.scalar(trace_id, pa.string()), n)
         columns[BBOX_COLUMN] = pa.StructArray.from_arrays(
             [raw.column(c) for c in ("xmin", "ymin", "xmax", "ymax")],
             fields=[pa.field(c, pa.float64(), nullable=False)

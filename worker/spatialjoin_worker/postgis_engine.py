@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
+from psycopg import Connection, ServerCursor
 from psycopg_pool import ConnectionPool
 
 from spatialjoin_contracts.task_message import TaskMessage
@@ -38,8 +40,7 @@ class PostgisEngine:
     def __init__(self, pool: ConnectionPool, *, batch_rows: int, statement_timeout_s: float,
                  policy: InvalidGeometryPolicy, heap: HeapGuard) -> None:
         self._pool = pool
-        # A polygon matches about 40 points on the sample data; fetch whole
-        # polygons, about batch_rows matches at a time.
+        # Whole polygons, about batch_rows matches at a time (groups.MATCHES_PER_POLYGON).
         self._batch_groups = polygons_per_batch(batch_rows)
         self._timeout_ms = int(statement_timeout_s * 1000)
         self._policy = policy
@@ -72,19 +73,13 @@ class PostgisEngine:
                                     arrow_type(types["feature_id_type"]))
                 yield JoinStream(schema, invalid, self._batches(cursor, schema))
 
-    def _invalid(self, conn: object, query: JoinQuery) -> InvalidGeometries:
-        from psycopg import Connection
-
-        assert isinstance(conn, Connection)
+    def _invalid(self, conn: Connection[Any], query: JoinQuery) -> InvalidGeometries:
         row = conn.execute(query.statement, query.params).fetchone()
         if row is None:
             return InvalidGeometries(0, [])
         return InvalidGeometries(int(row[0]), [int(i) for i in (row[1] or [])])
 
-    def _batches(self, cursor: object, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
-        from psycopg import ServerCursor
-
-        assert isinstance(cursor, ServerCursor)
+    def _batches(self, cursor: ServerCursor[Any], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
         while True:
             rows = cursor.fetchmany(self._batch_groups)
             if not rows:

@@ -219,6 +219,7 @@ class VectorizedEngine:
             polygons = Polygons.from_wkb(*polygon_rows.joinable())
             del polygon_rows.wkbs[:]
             matches = self._join(conn, task, polygons, report)
+            report.matches = len(matches)
         schema = raw_schema(arrow_type(polygon_rows.id_type_oid), arrow_type(feature_oid))
         self._record(report)
         yield JoinStream(schema, invalid, self._batches(matches, polygons, schema))
@@ -272,9 +273,7 @@ class VectorizedEngine:
             with self._gate(self._reads, report, "read_s"):
                 ids, wkbs = read_features(conn, features_query(source, root))
             parts.append(self._join_features(ids, wkbs, polygons, report))
-        matches = merge(parts)
-        report.matches = len(matches)
-        return matches
+        return merge(parts)
 
     def _join_geoparquet(self, source: JoinSource, root: Box, polygons: Polygons,
                          report: JoinReport) -> Matches:
@@ -290,9 +289,7 @@ class VectorizedEngine:
         parts = [self._join_points(held.pop, root, polygons, report)]
         if wkbs:
             parts.append(self._join_features(ids, wkbs, polygons, report))
-        matches = merge(parts)
-        report.matches = len(matches)
-        return matches
+        return merge(parts)
 
     def _join_features(self, ids: IntArray, wkbs: list[bytes], polygons: Polygons,
                        report: JoinReport) -> Matches:

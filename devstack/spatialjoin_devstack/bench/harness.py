@@ -30,7 +30,7 @@ from .. import stack
 from ..kafka_control import KafkaControl
 from ..procs import free_port
 from ..waiting import wait_for
-from .cpu import CpuWindow
+from .cpu import CpuWindow, process_cpu_seconds
 
 
 @contextmanager
@@ -173,9 +173,7 @@ class WorkerProcess:
         return 0
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks
+        return process_cpu_seconds(self.proc.pid)
 
     def stop(self) -> None:
         self.proc.terminate()
