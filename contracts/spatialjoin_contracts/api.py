@@ -19,6 +19,10 @@ POOL_PLURAL: Final = "workerpools"
 POOL_SINGULAR: Final = "workerpool"
 POOL_SHORT_NAMES: Final = ("wp", "wpool")
 
+# Written by the operator on a SpatialJoinJob once its tasks are queued: the
+# spec as queued (JSON), which retries re-publish and diagnosis inspects.
+QUEUED_SPEC_ANNOTATION: Final = "spatialjoin.io/queued-spec"
+
 # Set on a WorkerPool by `spatialjoin restore` while it rebuilds the results
 # table (any non-empty value): the pool scales its workers to zero and no job
 # of the pool queues or re-publishes anything until the annotation is gone.

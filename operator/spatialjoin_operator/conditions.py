@@ -18,6 +18,15 @@ def rfc3339(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def parse_time(value: object) -> datetime | None:
+    """A Kubernetes timestamp (or a datetime) as a datetime; None when absent or empty."""
+    if isinstance(value, datetime):
+        return value
+    if not value:
+        return None
+    return datetime.fromisoformat(str(value))  # 3.11+ reads the trailing Z
+
+
 def set_condition(conditions: Sequence[Mapping[str, Any]], *, type_: str, status: str,
                   reason: str, message: str, generation: int | None,
                   now: datetime) -> list[Condition]:

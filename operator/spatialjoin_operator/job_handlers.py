@@ -35,6 +35,7 @@ from spatialjoin_contracts.validation import check_job_spec, validate_job
 
 from . import job_observe, job_policy, job_publish
 from . import kopf_setup as _kopf_setup  # noqa: F401  (shared startup settings)
+from .conditions import parse_time
 from .connections import CONNECTIONS, SecretMissing
 from .diagnose import background as diagnosis
 from .job_facts import Blocked, Blocker, JobEvent, JobFacts, Observation
@@ -42,7 +43,7 @@ from .job_metrics import JOB_METRICS
 from .settings import load
 
 SETTINGS = load()
-QUEUED_SPEC_ANNOTATION: Final = "spatialjoin.io/queued-spec"
+QUEUED_SPEC_ANNOTATION: Final = api.QUEUED_SPEC_ANNOTATION
 """The spec as it was queued: retries re-publish exactly this join."""
 DELETE_RESULTS_ANNOTATION: Final = "spatialjoin.io/delete-results"
 """Set to "true" to delete the result objects and rows when the job is deleted."""
@@ -112,7 +113,7 @@ def _reconcile(body: kopf.Body, meta: kopf.Meta, spec: kopf.Spec, status: kopf.S
     if driven.blocked is not None:
         logger.debug("job blocked: %s: %s", driven.blocked.reason, driven.blocked.message)
     facts = JobFacts(
-        generation=generation, created=_parse_time(meta["creationTimestamp"]) or now,
+        generation=generation, created=parse_time(meta["creationTimestamp"]) or now,
         spec=effective, invalid=errors, refused=refused, trace_id=trace_id,
         partitions=driven.partitions, queued=driven.queued, blocked=driven.blocked,
         observation=driven.observation, pool_contract=pool_contract)
@@ -241,10 +242,6 @@ def _queued_spec(annotations: Mapping[str, str]) -> SpatialJoinJobSpec | None:
         return SpatialJoinJobSpec.model_validate(json.loads(raw))
     except ValueError:
         return None  # a hand-edited annotation: fall back to the current spec
-
-
-def _parse_time(value: object) -> datetime | None:
-    return datetime.fromisoformat(str(value)) if value else None
 
 
 # --- deletion: cancel, never wedge ------------------------------------------------------

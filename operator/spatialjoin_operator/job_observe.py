@@ -77,10 +77,10 @@ def database_url(pool: WorkerPoolSpec, namespace: str) -> str:
 
 def storage_keys(pool: WorkerPoolSpec, namespace: str) -> tuple[str, str]:
     """(access key id, secret access key) from the pool's storage Secret."""
-    name = pool.storage.secret_ref.name
-    return (read_secret_key(core_api(), namespace,
+    name, core = pool.storage.secret_ref.name, core_api()
+    return (read_secret_key(core, namespace,
                             SecretKeySelector(name=name, key="AWS_ACCESS_KEY_ID")),
-            read_secret_key(core_api(), namespace,
+            read_secret_key(core, namespace,
                             SecretKeySelector(name=name, key="AWS_SECRET_ACCESS_KEY")))
 
 _QUERY: Final = f"""

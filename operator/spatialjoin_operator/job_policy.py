@@ -38,7 +38,7 @@ from spatialjoin_contracts.models.job import (
 )
 from spatialjoin_contracts.validation import FieldError, validate_job_update
 
-from .conditions import Condition, get_condition, is_true, rfc3339, set_condition
+from .conditions import Condition, get_condition, is_true, parse_time, rfc3339, set_condition
 from .job_facts import (
     Assessment,
     Blocker,
@@ -245,10 +245,10 @@ def slowest_partitions(progress: Sequence[Mapping[str, Any]], start: datetime,
                        now: datetime) -> list[str]:
     """Unfinished partitions, longest waiting first; when all finished, the longest-running."""
     def began(entry: Mapping[str, Any]) -> datetime:
-        return _parse_time(entry.get("startedAt")) or start
+        return parse_time(entry.get("startedAt")) or start
 
     def took(entry: Mapping[str, Any]) -> float:
-        end = _parse_time(entry.get("finishedAt")) or now
+        end = parse_time(entry.get("finishedAt")) or now
         return (end - began(entry)).total_seconds()
 
     unfinished = [e for e in progress if e["state"] != PartitionState.DONE.value]
@@ -455,10 +455,10 @@ def _sla(status: dict[str, Any], conds: _Conditions, facts: JobFacts, prev: Mapp
     spec = facts.spec
     if spec is None or (facts.invalid and not facts.queued):
         return False
-    start = _parse_time(status.get("startTime"))
+    start = parse_time(status.get("startTime"))
     if start is None and not spec.suspend:
         start = facts.created  # waiting for a pool counts against the deadline too
-    completed = _parse_time(status.get("completionTime"))
+    completed = parse_time(status.get("completionTime"))
     verdict = sla_verdict(start=start, deadline_seconds=spec.sla.deadline_seconds, now=now,
                           completed_at=completed, succeeded=is_true(conds.items, C.COMPLETE),
                           suspended=spec.suspend, previous=_sla_state(prev.get("slaState")))
@@ -540,7 +540,7 @@ def ttl_expired(spec: SpatialJoinJobSpec | None, status: Status, now: datetime) 
         return False
     if status.get("phase") not in (JobPhase.SUCCEEDED.value, JobPhase.FAILED.value):
         return False
-    completed = _parse_time(status.get("completionTime"))
+    completed = parse_time(status.get("completionTime"))
     return completed is not None and now >= completed + timedelta(
         seconds=spec.ttl_seconds_after_finished)
 
@@ -622,16 +622,8 @@ def _time(moment: datetime | None) -> str | None:
     return None if moment is None else rfc3339(moment)
 
 
-def _parse_time(value: object) -> datetime | None:
-    if isinstance(value, datetime):
-        return value
-    if not value:
-        return None
-    return datetime.fromisoformat(str(value))
-
-
 def _duration(status: Mapping[str, Any]) -> float | None:
-    start, end = _parse_time(status.get("startTime")), _parse_time(status.get("completionTime"))
+    start, end = parse_time(status.get("startTime")), parse_time(status.get("completionTime"))
     return None if start is None or end is None else max((end - start).total_seconds(), 0.0)
 
 

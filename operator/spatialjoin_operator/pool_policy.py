@@ -39,7 +39,7 @@ from spatialjoin_contracts.models import ContractVersion, WorkerPoolSpec
 from spatialjoin_contracts.models.common import Severity
 from spatialjoin_contracts.models.pool import EscalationAction, EscalationTrigger
 
-from .conditions import get_condition, set_condition
+from .conditions import get_condition, parse_time, set_condition
 from .pool_plan import WorkerAssignment, assignment_plan, describe_plan
 from .pool_rules import (
     BASE_HEAP_MB,
@@ -56,7 +56,6 @@ from .pool_rules import (
     last_action_time,
     last_step_down_time,
     open_incident,
-    parse_time,
     step_down,
 )
 

@@ -23,6 +23,8 @@ from spatialjoin_contracts.models import WorkerPoolSpec
 from spatialjoin_contracts.models.common import Severity
 from spatialjoin_contracts.models.pool import EscalationAction
 
+from .conditions import parse_time
+
 BASE_HEAP_MB: Final = 512
 PER_TASK_HEAP_MB: Final = 256
 CLEAR_RATIO: Final = 0.8
@@ -92,12 +94,6 @@ def step_down(current: int, floor: int) -> int:
 
 def is_paused(annotations: Mapping[str, str]) -> bool:
     return annotations.get(PAUSE_ANNOTATION, "").strip().lower() in ("true", "1", "yes")
-
-
-def parse_time(text: str | datetime | None) -> datetime | None:
-    if text is None or isinstance(text, datetime):
-        return text
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def band(value: float | None, threshold: float) -> bool | None:

@@ -41,6 +41,7 @@ from spatialjoin_contracts.models import ContractVersion
 from spatialjoin_contracts.result_schema import KEY_CONTRACT, decode_metadata
 
 from .conditions import rfc3339
+from .diagnose.kube import effective_trace_id
 from .restore_plan import (
     Action,
     Decision,
@@ -303,8 +304,7 @@ def job_records(kube_api: client.ApiClient
     uids: dict[str, str] = {}
     for item in listing.get("items", []):
         meta, status = item["metadata"], item.get("status") or {}
-        trace = str(status.get("traceId") or (item.get("spec") or {}).get("traceId")
-                    or meta["uid"])
+        trace = effective_trace_id(item)
         uids[trace] = str(meta["uid"])
         where = f"SpatialJoinJob {meta['namespace']}/{meta['name']} status.results"
         for result in status.get("results") or []:

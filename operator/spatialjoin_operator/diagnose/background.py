@@ -74,7 +74,7 @@ def needs_diagnosis(annotations: Mapping[str, str], status: Mapping[str, Any],
         recorded = json.loads(raw)
         if recorded.get("reason") != FAILED:
             return False
-        retry_at = datetime.fromisoformat(str(recorded["retryAt"]).replace("Z", "+00:00"))
+        retry_at = datetime.fromisoformat(str(recorded["retryAt"]))  # 3.11+ reads "Z"
     except (ValueError, KeyError, TypeError, AttributeError):
         return False  # hand-edited: leave it alone
     return (now or datetime.now(UTC)) >= retry_at

@@ -21,8 +21,7 @@ from spatialjoin_contracts.validation import check_pool_spec
 from ..connections import read_secret_key
 from .facts import EventRecord, JobRef
 
-QUEUED_SPEC_ANNOTATION: Final = "spatialjoin.io/queued-spec"
-"""job_handlers.QUEUED_SPEC_ANNOTATION, repeated: importing job_handlers registers its handlers."""
+QUEUED_SPEC_ANNOTATION: Final = api.QUEUED_SPEC_ANNOTATION
 KUBE_TIMEOUT_S: Final = 10
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
