@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from .models import ContractVersion
 from .models.common import Compression
 from .result_schema import (
-    BBOX_COLUMN,
+    EPSG_4326_PROJJSON,
     GEOMETRY_COLUMN,
     GEOPARQUET_VERSION,
     KEY_CONTRACT,
@@ -30,6 +30,7 @@ from .result_schema import (
     KEY_TRACE_ID,
     METADATA_KEYS,
     decode_metadata,
+    geo_covering,
     result_schema,
 )
 
@@ -174,7 +175,7 @@ def check_geo(text: str, contract: ContractVersion) -> list[Deviation]:
         out.append(Deviation("geo-invalid", f"{where}.geometry_types", "must be a list"))
     crs = column.get("crs")
     crs_id = crs.get("id") if isinstance(crs, dict) else None
-    want(f"{where}.crs.id", crs_id, {"authority": "EPSG", "code": 4326})
+    want(f"{where}.crs.id", crs_id, EPSG_4326_PROJJSON["id"])
     bbox = column.get("bbox")
     if bbox is not None and not (
         isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, int | float) for v in bbox)
@@ -182,8 +183,7 @@ def check_geo(text: str, contract: ContractVersion) -> list[Deviation]:
         out.append(Deviation("geo-invalid", f"{where}.bbox", "must be [xmin, ymin, xmax, ymax]"))
     covering = column.get("covering")
     if contract is ContractVersion.V2_1:
-        expected = {"bbox": {a: [BBOX_COLUMN, a] for a in ("xmin", "ymin", "xmax", "ymax")}}
-        want(f"{where}.covering", covering, expected)
+        want(f"{where}.covering", covering, geo_covering())
     elif covering is not None:
         out.append(Deviation("geo-invalid", f"{where}.covering", "is not part of GeoParquet 1.0"))
     return out

@@ -19,6 +19,7 @@ import psycopg
 
 from .dataset import (
     SCALES,
+    SRID,
     Points,
     Polygons,
     generate_points,
@@ -85,7 +86,7 @@ def encode_points(points: Points) -> bytes:
     rows["geom_len"] = 25
     rows["byte_order"] = 1
     rows["wkb_type"] = _EWKB_POINT_WITH_SRID
-    rows["srid"] = 4326
+    rows["srid"] = SRID
     rows["x"] = points.lon
     rows["y"] = points.lat
     return rows.tobytes()
@@ -109,7 +110,7 @@ def _partitions_copy(entries: Sequence[PartitionMapEntry]) -> bytes:
     for entry in entries:
         x0, y0, x1, y1 = entry.bbox.as_tuple()
         ring = [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)]
-        ewkb = struct.pack("<BIII", 1, 0x20000003, 4326, 1) + struct.pack("<I", len(ring))
+        ewkb = struct.pack("<BIII", 1, 0x20000003, SRID, 1) + struct.pack("<I", len(ring))
         ewkb += b"".join(struct.pack("<dd", x, y) for x, y in ring)
         name = entry.name.encode()
         parts.append(struct.pack(">hi", 3, len(name)) + name)

@@ -56,6 +56,7 @@ METADATA_KEYS: Final = (KEY_CONTRACT, KEY_TRACE_ID, KEY_PARTITION_KEY, KEY_ROW_C
 
 GEOPARQUET_VERSION: Final = {ContractVersion.V2_0: "1.0.0", ContractVersion.V2_1: "1.1.0"}
 SORT_COLUMNS: Final = ("domain_id", "feature_id")
+BBOX_AXES: Final = ("xmin", "ymin", "xmax", "ymax")
 
 # PROJJSON of EPSG:4326 (WGS 84). GeoParquet's default CRS is OGC:CRS84; the
 # contract names EPSG:4326 explicitly. Coordinates stay (lon, lat) in WKB, as
@@ -93,7 +94,7 @@ EPSG_4326_PROJJSON: Final[dict[str, Any]] = {
 }
 
 _BBOX_TYPE: Final = pa.struct(
-    [pa.field(name, pa.float64(), nullable=False) for name in ("xmin", "ymin", "xmax", "ymax")]
+    [pa.field(name, pa.float64(), nullable=False) for name in BBOX_AXES]
 )
 
 _V2_0_FIELDS: Final = [
@@ -116,6 +117,11 @@ def result_schema(contract: ContractVersion) -> pa.Schema:
     return pa.schema(_V2_0_FIELDS + _V2_1_EXTRA_FIELDS)
 
 
+def geo_covering() -> dict[str, Any]:
+    """The GeoParquet 1.1 ``covering`` of the geometry column (v2.1 only): the bbox struct."""
+    return {"bbox": {axis: [BBOX_COLUMN, axis] for axis in BBOX_AXES}}
+
+
 def geo_metadata(contract: ContractVersion, bbox: BBox | None = None) -> dict[str, Any]:
     """The GeoParquet ``geo`` metadata; ``bbox`` is the extent of the rows, when known."""
     column: dict[str, Any] = {
@@ -127,9 +133,7 @@ def geo_metadata(contract: ContractVersion, bbox: BBox | None = None) -> dict[st
     if bbox is not None:
         column["bbox"] = list(bbox.as_tuple())
     if contract is ContractVersion.V2_1:
-        column["covering"] = {
-            "bbox": {axis: [BBOX_COLUMN, axis] for axis in ("xmin", "ymin", "xmax", "ymax")}
-        }
+        column["covering"] = geo_covering()
     return {
         "version": GEOPARQUET_VERSION[contract],
         "primary_column": GEOMETRY_COLUMN,
