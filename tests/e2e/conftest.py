@@ -10,11 +10,7 @@ them, exactly when they want them.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,8 +26,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from spatialjoin_contracts import api, samples
-from spatialjoin_devstack.procs import free_port
 from spatialjoin_devstack.waiting import wait_for
+from tests.support.operator import KopfProcess, apply_crds
 from tests.support.pool_world import create_pool_secrets, load_tiny_dataset
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,34 +43,9 @@ JOB_INTERVAL_S = "1"
 @pytest.fixture(scope="session")
 def crds(kube_api: Any) -> None:
     """The committed crds/*.yaml applied (create or replace), established and served."""
-    extensions = client.ApiextensionsV1Api(kube_api)
-    names = []
-    for path in sorted((REPO / "crds").glob("*.yaml")):
-        crd = yaml.safe_load(path.read_text())
-        name = crd["metadata"]["name"]
-        names.append(name)
-        try:
-            current = cast(Any, extensions.read_custom_resource_definition(name))
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            extensions.create_custom_resource_definition(crd)
-        else:
-            crd["metadata"]["resourceVersion"] = current.metadata.resource_version
-            extensions.replace_custom_resource_definition(name, crd)
-    for name in names:
-        wait_for(lambda name=name: _established(extensions, name),  # type: ignore[misc]
-                 timeout=30, what=f"{name} established")
-    custom = client.CustomObjectsApi(kube_api)
-    for plural in (api.JOB_PLURAL, api.POOL_PLURAL):
-        wait_for(lambda plural=plural: custom.list_cluster_custom_object(  # type: ignore[misc]
-            api.GROUP, api.VERSION, plural) is not None, timeout=30, what=f"{plural} served")
-
-
-def _established(extensions: client.ApiextensionsV1Api, name: str) -> bool:
-    crd: Any = extensions.read_custom_resource_definition(name)
-    return any(c.type == "Established" and c.status == "True"
-               for c in (crd.status.conditions or []))
+    apply_crds(kube_api, (yaml.safe_load(path.read_text())
+                          for path in sorted((REPO / "crds").glob("*.yaml"))),
+               wait_established=True)
 
 
 # --- one test's world -------------------------------------------------------------------
@@ -239,48 +210,20 @@ def world(crds: None, namespace: str, db_schema: tuple[str, str], topic_names: d
 # --- the operator -----------------------------------------------------------------------
 
 
-class OperatorProcess:
+class OperatorProcess(KopfProcess):
     """``kopf run`` of the job handlers for one namespace, logging to a file."""
 
     def __init__(self, world: JobWorld, log_path: Path) -> None:
-        self.log_path = log_path
-        self.metrics_port = free_port()
-        env = {**os.environ, **world.env,
-               "SPATIALJOIN_OPERATOR_JOB_INTERVAL_S": JOB_INTERVAL_S,
-               "SPATIALJOIN_OPERATOR_METRICS_PORT": str(self.metrics_port),
-               "SPATIALJOIN_OPERATOR_METRICS_ADDR": "127.0.0.1"}
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "kopf", "run", "--standalone", "--namespace",
-                 world.namespace, "-m", "spatialjoin_operator.job_handlers"],
-                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
-                                    timeout=5) as response:
-            return str(response.read().decode())
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        super().__init__("spatialjoin_operator.job_handlers", world.namespace,
+                         {**world.env, "SPATIALJOIN_OPERATOR_JOB_INTERVAL_S": JOB_INTERVAL_S},
+                         log_path)
 
 
 @contextmanager
 def running_operator(world: JobWorld, name: str = "operator") -> Iterator[OperatorProcess]:
     operator = OperatorProcess(world, world.log_dir / f"{name}.log")
     try:
-        wait_for(lambda: "metrics on" in operator.log() or operator.proc.poll() is not None,
-                 timeout=30, interval=0.1, what="operator started")
-        assert operator.proc.poll() is None, operator.log()[-3000:]
+        operator.wait_started("operator started")
         yield operator
     finally:
         operator.stop()

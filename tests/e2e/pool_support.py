@@ -10,11 +10,6 @@ workers here are the ones the operator made. Tests publish tasks themselves
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -35,10 +30,10 @@ from spatialjoin_contracts.models import SpatialJoinJobSpec, WorkerPoolSpec
 from spatialjoin_contracts.task_message import JobIdentity
 from spatialjoin_contracts.task_plan import plan_tasks
 from spatialjoin_devstack.kafka_control import KafkaControl
-from spatialjoin_devstack.procs import free_port
 from spatialjoin_devstack.waiting import wait_for
 from spatialjoin_operator import children
 from tests.support.kafka import publish
+from tests.support.operator import KopfProcess, apply_crds
 from tests.support.pool_world import create_pool_secrets, load_tiny_dataset
 
 T = TypeVar("T")
@@ -52,23 +47,7 @@ POOL = "pool"
 @pytest.fixture(scope="session")
 def pool_crds(kube_api: Any) -> None:
     """The CRDs generated from the contracts, applied and served."""
-    extensions = client.ApiextensionsV1Api(kube_api)
-    for crd in (job_crd(), pool_crd()):
-        name = crd["metadata"]["name"]
-        try:
-            current = cast(Any, extensions.read_custom_resource_definition(name))
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            extensions.create_custom_resource_definition(cast(Any, crd))
-        else:
-            body = {**crd, "metadata": {**crd["metadata"],
-                                        "resourceVersion": current.metadata.resource_version}}
-            extensions.replace_custom_resource_definition(name, cast(Any, body))
-    custom = client.CustomObjectsApi(kube_api)
-    for plural in (api.JOB_PLURAL, api.POOL_PLURAL):
-        wait_for(lambda plural=plural: custom.list_cluster_custom_object(  # type: ignore[misc]
-            api.GROUP, api.VERSION, plural) is not None, timeout=30, what=f"{plural} served")
+    apply_crds(kube_api, (job_crd(), pool_crd()))
 
 
 @dataclass
@@ -258,26 +237,14 @@ def pool_world(pool_crds: None, namespace: str, db_schema: tuple[str, str],
 # --- the operator -----------------------------------------------------------------------
 
 
-class PoolOperator:
+class PoolOperator(KopfProcess):
     """``kopf run`` of the pool handlers for one namespace, logging to a file."""
 
     def __init__(self, world: PoolWorld, log_path: Path) -> None:
-        self.log_path = log_path
-        self.metrics_port = free_port()
-        env = {**os.environ, **world.env,
-               "SPATIALJOIN_OPERATOR_POOL_INTERVAL_S": str(INTERVAL_S),
-               "SPATIALJOIN_OPERATOR_LATENCY_WINDOW_S": "120",
-               "SPATIALJOIN_OPERATOR_METRICS_PORT": str(self.metrics_port),
-               "SPATIALJOIN_OPERATOR_METRICS_ADDR": "127.0.0.1"}
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "kopf", "run", "--standalone", "--namespace",
-                 world.namespace, "-m", "spatialjoin_operator.pool_handlers"],
-                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        super().__init__("spatialjoin_operator.pool_handlers", world.namespace,
+                         {**world.env, "SPATIALJOIN_OPERATOR_POOL_INTERVAL_S": str(INTERVAL_S),
+                          "SPATIALJOIN_OPERATOR_LATENCY_WINDOW_S": "120"},
+                         log_path)
 
     def audit(self) -> list[dict[str, Any]]:
         """The JSON audit lines (one per escalation) from the operator's output."""
@@ -288,33 +255,19 @@ class PoolOperator:
         return lines
 
     def escalation_counts(self) -> dict[tuple[str, str], float]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
-                                    timeout=5) as response:
-            text = response.read().decode()
         counts: dict[tuple[str, str], float] = {}
-        for family in text_string_to_metric_families(text):
+        for family in text_string_to_metric_families(self.metrics()):
             for sample in family.samples:
                 if sample.name == "spatialjoin_operator_escalations_total":
                     counts[(sample.labels["severity"], sample.labels["action"])] = sample.value
         return counts
-
-    def stop(self, timeout: float = 30) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
 
 
 @contextmanager
 def running_pool_operator(world: PoolWorld) -> Iterator[PoolOperator]:
     operator = PoolOperator(world, world.log_dir / "pool-operator.log")
     try:
-        wait_for(lambda: "metrics on" in operator.log() or operator.proc.poll() is not None,
-                 timeout=30, interval=0.1, what="pool operator started")
-        assert operator.proc.poll() is None, operator.log()[-3000:]
+        operator.wait_started("pool operator started")
         yield operator
     finally:
         try:

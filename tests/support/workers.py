@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from spatialjoin_devstack.procs import free_port
-from spatialjoin_devstack.waiting import wait_for
 
 SPATIALJOIN = str(Path(sys.executable).parent / "spatialjoin")
 
@@ -63,7 +62,3 @@ def running_workers(env: Mapping[str, str], log_dir: Path, count: int = 1,
         for worker in workers:
             worker.terminate()
 
-
-def wait_exited(worker: WorkerProcess, timeout: float) -> int:
-    return int(wait_for(lambda: worker.proc.poll() is not None and (worker.proc.returncode,),
-                        timeout=timeout, what="worker exit")[0])

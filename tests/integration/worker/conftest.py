@@ -12,13 +12,11 @@ import psycopg
 import pytest
 
 from spatialjoin_contracts import samples
-from spatialjoin_contracts.dataset_load import load_dataset
-from spatialjoin_contracts.ddl import migrate
 from spatialjoin_contracts.models.job import SpatialJoinJobSpec
 from spatialjoin_contracts.models.pool import WorkerPoolSpec
-from spatialjoin_contracts.partition_map import grid_partition_map
 from spatialjoin_contracts.task_message import JobIdentity, TaskMessage
 from spatialjoin_contracts.task_plan import plan_tasks
+from tests.support.pool_world import load_tiny_dataset
 
 
 @dataclass
@@ -65,11 +63,7 @@ def world(db_schema: tuple[str, str], topic_names: dict[str, str], s3_prefix: st
           kafka_settings: dict[str, Any], stack_settings: dict[str, Any],
           tmp_path: Path) -> WorkerWorld:
     schema, url = db_schema
-    entries = grid_partition_map()
-    with psycopg.connect(url) as conn:
-        with conn.transaction(), conn.cursor() as cur:
-            migrate(cur)
-        load_dataset(conn, entries, scale="tiny", seed=7, invalid_fraction=0.01)
+    load_tiny_dataset(url, invalid_fraction=0.01)
     pool = WorkerPoolSpec.model_validate(samples.pool_spec())
     return WorkerWorld(schema=schema, database_url=url, bootstrap=kafka_settings["bootstrap"],
                        topic=topic_names["tasks"], dlq=topic_names["dlq"],
