@@ -39,9 +39,10 @@ def diagnose(
 
     Exit status: 0 no actionable finding, 1 findings, 2 the diagnosis could not run.
     """
-    from spatialjoin_operator.diagnose import DiagnosisError, Options, to_json, to_text
-    from spatialjoin_operator.diagnose import diagnose as run_diagnosis
     from spatialjoin_operator.diagnose.kube import api_client
+    from spatialjoin_operator.diagnose.report import to_json, to_text
+    from spatialjoin_operator.diagnose.service import DiagnosisError, Options
+    from spatialjoin_operator.diagnose.service import diagnose as run_diagnosis
 
     options = Options(partitions=tuple(partition), max_plans=plans,
                       statement_timeout_s=statement_timeout, analyze=not no_analyze)

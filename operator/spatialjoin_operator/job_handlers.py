@@ -38,6 +38,7 @@ from . import kopf_setup as _kopf_setup  # noqa: F401  (shared startup settings)
 from .conditions import parse_time
 from .connections import CONNECTIONS, SecretMissing
 from .diagnose import background as diagnosis
+from .diagnose import record as diagnosis_record
 from .job_facts import Blocked, Blocker, JobEvent, JobFacts, Observation
 from .job_metrics import JOB_METRICS
 from .settings import load
@@ -119,14 +120,14 @@ def _reconcile(body: kopf.Body, meta: kopf.Meta, spec: kopf.Spec, status: kopf.S
         observation=driven.observation, pool_contract=pool_contract)
     assessment = job_policy.assess(facts, previous, now)
     status_out = dict(assessment.status)
-    recorded = diagnosis.condition_from_annotation(meta.annotations)
+    recorded = diagnosis_record.condition_from_annotation(meta.annotations)
     if recorded is not None:  # re-asserted each tick: the background writer may lose a race
-        status_out["conditions"] = diagnosis.with_condition(
+        status_out["conditions"] = diagnosis_record.with_condition(
             status_out.get("conditions") or [], recorded[0], recorded[1], generation, now)
     _write_status(patch, previous, status_out)
     _post(body, logger, [*driven.events, *assessment.events])
     if (effective is not None and trace_id is not None and pool_spec is not None
-            and diagnosis.needs_diagnosis(meta.annotations, assessment.status, now)):
+            and diagnosis_record.needs_diagnosis(meta.annotations, assessment.status, now)):
         diagnosis.diagnose_in_background(
             namespace=str(meta["namespace"]), name=str(meta["name"]), uid=uid,
             trace_id=trace_id, job=effective, pool=pool_spec, generation=generation)

@@ -24,9 +24,10 @@ from spatialjoin_contracts.ddl import migrate
 from spatialjoin_contracts.models import SpatialJoinJobSpec, WorkerPoolSpec
 from spatialjoin_contracts.partition_map import grid_partition_map
 from spatialjoin_devstack.waiting import wait_for
-from spatialjoin_operator.diagnose import Options, background, gather, service
+from spatialjoin_operator.diagnose import background, gather, record, service
 from spatialjoin_operator.diagnose.findings import Severity
 from spatialjoin_operator.diagnose.report import Report
+from spatialjoin_operator.diagnose.service import Options
 from tests.integration.test_crds_apiserver import crds  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.integration
@@ -253,7 +254,7 @@ def test_background_diagnosis_records_condition_annotation_and_event(
             "lastTransitionTime": "2025-01-01T00:00:00Z"}]}})
     current = custom.get_namespaced_custom_object(api.GROUP, api.VERSION, meta["namespace"],
                                                   api.JOB_PLURAL, meta["name"])
-    assert background.needs_diagnosis(current["metadata"].get("annotations") or {},
+    assert record.needs_diagnosis(current["metadata"].get("annotations") or {},
                                       current["status"])
     started = datetime.now(UTC)
     future = background.diagnose_in_background(
@@ -275,9 +276,9 @@ def test_background_diagnosis_records_condition_annotation_and_event(
     diagnosed = conditions["Diagnosed"]
     assert (diagnosed["status"], diagnosed["reason"]) == ("True", "MissingGistIndex")
     assert "Fix: CREATE INDEX CONCURRENTLY" in diagnosed["message"]
-    recorded = json.loads(body["metadata"]["annotations"][background.DIAGNOSIS_ANNOTATION])
+    recorded = json.loads(body["metadata"]["annotations"][record.DIAGNOSIS_ANNOTATION])
     assert recorded["traceId"] == trace and recorded["reason"] == "MissingGistIndex"
-    assert not background.needs_diagnosis(body["metadata"]["annotations"], body["status"])
+    assert not record.needs_diagnosis(body["metadata"]["annotations"], body["status"])
 
     def event() -> Any:
         events = client.CoreV1Api(kube_api).list_namespaced_event(
@@ -304,5 +305,5 @@ def test_background_diagnosis_failure_is_recorded_with_a_retry_time(
         api.GROUP, api.VERSION, meta["namespace"], api.JOB_PLURAL, meta["name"])
     diagnosed = {c["type"]: c for c in body["status"]["conditions"]}["Diagnosed"]
     assert (diagnosed["status"], diagnosed["reason"]) == ("Unknown", "DiagnosisFailed")
-    recorded = json.loads(body["metadata"]["annotations"][background.DIAGNOSIS_ANNOTATION])
+    recorded = json.loads(body["metadata"]["annotations"][record.DIAGNOSIS_ANNOTATION])
     assert recorded["reason"] == "DiagnosisFailed" and recorded["retryAt"]

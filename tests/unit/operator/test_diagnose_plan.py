@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from spatialjoin_operator.diagnose import background
+from spatialjoin_operator.diagnose import record
 from spatialjoin_operator.diagnose.facts import (
     Facts,
     IndexFacts,
@@ -155,20 +155,20 @@ def test_json_report_is_camel_case_and_serializable() -> None:
 
 def test_needs_diagnosis_once_per_breach() -> None:
     breached = {"conditions": [{"type": "SLABreached", "status": "True"}]}
-    assert background.needs_diagnosis({}, breached)
-    assert not background.needs_diagnosis({background.DIAGNOSIS_ANNOTATION: "{}"}, breached)
-    assert not background.needs_diagnosis({}, {"conditions": [{"type": "SLABreached",
+    assert record.needs_diagnosis({}, breached)
+    assert not record.needs_diagnosis({record.DIAGNOSIS_ANNOTATION: "{}"}, breached)
+    assert not record.needs_diagnosis({}, {"conditions": [{"type": "SLABreached",
                                                                "status": "False"}]})
-    assert not background.needs_diagnosis({}, {})
+    assert not record.needs_diagnosis({}, {})
 
 
 def test_condition_and_annotation_from_a_report() -> None:
     report = report_with_missing_index()
-    reason, message = background.condition_fields(report.primary)
+    reason, message = record.condition_fields(report.primary)
     assert reason == "MissingGistIndex" and ". Fix: CREATE INDEX CONCURRENTLY" in message
-    annotations = {background.DIAGNOSIS_ANNOTATION: background.annotation_value(report)}
-    assert background.condition_from_annotation(annotations) == (reason, message)
-    conditions = background.with_condition([{"type": "SLABreached", "status": "True"}], reason,
+    annotations = {record.DIAGNOSIS_ANNOTATION: record.annotation_value(report)}
+    assert record.condition_from_annotation(annotations) == (reason, message)
+    conditions = record.with_condition([{"type": "SLABreached", "status": "True"}], reason,
                                            message, 3, NOW)
     assert [c["type"] for c in conditions] == ["SLABreached", "Diagnosed"]
     assert conditions[1]["reason"] == "MissingGistIndex"
@@ -176,9 +176,9 @@ def test_condition_and_annotation_from_a_report() -> None:
 
 
 def test_no_cause_found_is_said_plainly() -> None:
-    reason, message = background.condition_fields(None)
+    reason, message = record.condition_fields(None)
     assert reason == "NoCauseFound" and "workers" in message
-    assert background.condition_from_annotation({background.DIAGNOSIS_ANNOTATION: "{bad"}) is None
+    assert record.condition_from_annotation({record.DIAGNOSIS_ANNOTATION: "{bad"}) is None
 
 
 def test_describe_index_scan_on_relation() -> None:
@@ -188,9 +188,9 @@ def test_describe_index_scan_on_relation() -> None:
 
 def test_a_failed_diagnosis_is_retried_after_a_pause_not_every_tick() -> None:
     breached = {"conditions": [{"type": "SLABreached", "status": "True"}]}
-    failed = {background.DIAGNOSIS_ANNOTATION: background.failure_annotation(
+    failed = {record.DIAGNOSIS_ANNOTATION: record.failure_annotation(
         "t", "diagnosis failed: OperationalError: connection refused", NOW)}
-    assert not background.needs_diagnosis(failed, breached, now=NOW + timedelta(minutes=1))
-    assert background.needs_diagnosis(failed, breached, now=NOW + timedelta(minutes=5))
-    assert not background.needs_diagnosis({background.DIAGNOSIS_ANNOTATION: "hand-edited"},
+    assert not record.needs_diagnosis(failed, breached, now=NOW + timedelta(minutes=1))
+    assert record.needs_diagnosis(failed, breached, now=NOW + timedelta(minutes=5))
+    assert not record.needs_diagnosis({record.DIAGNOSIS_ANNOTATION: "hand-edited"},
                                           breached, now=NOW)
